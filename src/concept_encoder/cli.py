@@ -1,0 +1,67 @@
+"""`concept-encoder` command line: thin verbs over the packages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, build_model_config, load_config
+
+
+def describe(args: argparse.Namespace) -> int:
+    """Build the model a config describes and print its parameters and tensor shapes."""
+    import torch
+
+    from .modeling import ConceptEncoderForMaskedLM
+
+    config = build_model_config(load_config(args.config, args.set), args.config)
+    model = ConceptEncoderForMaskedLM(config).eval()
+    groups: dict[str, int] = {}
+    seen = set()
+    for name, param in model.named_parameters():  # named_parameters skips tied duplicates
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        group = ".".join(name.split(".")[:2]) if name.startswith("encoder.") else name.split(".")[0]
+        groups[group] = groups.get(group, 0) + param.numel()
+    total = sum(groups.values())
+    print(f"{type(model).__name__}  {config.short_name}  layer_type={config.layer_type}  "
+          f"weight_sharing={config.weight_sharing}  decoder={config.decoder_type}")
+    print(f"{'component':<24}{'parameters':>14}")
+    for group, count in groups.items():
+        print(f"{group:<24}{count:>14,}")
+    print(f"{'total':<24}{total:>14,}")
+
+    B, N = 2, min(args.tokens, config.max_position_embeddings)
+    ids = torch.randint(0, config.vocab_size, (B, N))
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+    print(f"\ninput_ids [B={B}, N={N}] -> tokens [B, N, Dt={config.token_dim}] -> "
+          f"concepts {list(out.concepts.shape)} (B, C, H) -> logits {list(out.logits.shape)} (B, N, V)")
+    print(f"encoder steps: {config.encoder_steps} ({len(out.hidden_states)} hidden states)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="concept-encoder", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    p = verbs.add_parser("describe", help="build a model from a config; print parameters and shapes")
+    p.add_argument("config", help="experiment YAML (its `model` section is used)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    p.add_argument("--tokens", type=int, default=128, help="sequence length of the shape trace")
+    p.set_defaults(run=describe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""`ConceptEncoderConfig`: every hyperparameter that changes the model's computation.
+
+The config is a Hugging Face `PreTrainedConfig` (a dataclass in transformers 5), saved as
+`config.json` beside the weights. Construction validates field types and cross-field
+constraints and raises `ValueError` / `TypeError` naming the offending field, so an impossible
+model never reaches `torch`.
+"""
+
+# no `from __future__ import annotations`: field annotations must stay real types for `_check_type`
+import dataclasses
+import types
+import typing
+from typing import Any, ClassVar
+
+from transformers import PretrainedConfig
+from transformers.generation.configuration_utils import GenerationConfig
+
+LAYER_TYPES = ("stacked", "bixt")
+DECODER_TYPES = ("perceiver_io", "position_only")
+FFN_TYPES = ("geglu", "gelu")
+POSITION_EMBEDDING_TYPES = ("absolute", "rotary")
+CONCEPT_POSITION_TYPES = ("none", "sinusoidal", "learned")
+
+# Keys that transformers itself passes through `__init__` (loading, Trainer, Hub metadata).
+# Anything else that is not a field is a typo and must not be silently stored.
+_HF_PASSTHROUGH_KEYS = frozenset(
+    {
+        "num_labels",
+        "name_or_path",
+        "_name_or_path",
+        "torch_dtype",
+        "output_attentions",
+        "attn_implementation",
+        "experts_implementation",
+        "_attn_implementation_internal",
+        "_experts_implementation_internal",
+        "_commit_hash",
+        "auto_map",
+        "per_layer_config",
+        "model_type",  # written by to_dict; checked against ours below
+    }
+)
+
+
+class ConceptEncoderConfig(PretrainedConfig):
+    r"""Configuration of a concept encoder: C learnable concepts cross-attending to N tokens.
+
+    Example:
+        >>> from concept_encoder import ConceptEncoderConfig, ConceptEncoderModel
+        >>> config = ConceptEncoderConfig(num_concepts=32, hidden_size=128, num_hidden_layers=2,
+        ...                               num_attention_heads=4, intermediate_size=256)
+        >>> model = ConceptEncoderModel(config)
+    """
+
+    model_type: ClassVar[str] = "concept_encoder"
+
+    # --- vocabulary and special tokens (defaults: the BERT uncased / MiniLM vocabulary) ---
+    vocab_size: int = 30522
+    pad_token_id: int | None = 0
+    mask_token_id: int | None = 103
+    cls_token_id: int | None = 101
+    sep_token_id: int | None = 102
+    unk_token_id: int | None = 100
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    # --- concepts: the C x H bottleneck ---
+    num_concepts: int = 128
+    hidden_size: int = 512  # concept width H; also the attention and decoder width
+    concept_position_type: str = "none"  # added to the concept table: none | sinusoidal | learned
+
+    # --- tokens ---
+    token_dim: int | None = None  # token embedding width; None means hidden_size ("dimension inversion" when smaller)
+    max_position_embeddings: int = 512
+    position_embedding_type: str = "absolute"  # absolute (learned table) | rotary (no table, any length)
+    rotary_base: float = 10000.0
+
+    # --- encoder layers ---
+    layer_type: str = "stacked"  # stacked: concepts read static tokens | bixt: tokens refined too
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 8
+    intermediate_size: int = 1024
+    ffn_type: str = "geglu"
+    weight_sharing: bool = False  # recursive encoder: one layer applied num_iterations times
+    num_iterations: int | None = None  # None means num_hidden_layers; only with weight_sharing
+
+    # --- pretraining decoder ---
+    decoder_type: str = "perceiver_io"  # perceiver_io: token + position queries | position_only
+    num_decoder_layers: int = 1
+
+    # --- regularisation, numerics, initialisation ---
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        generation_keys = set(GenerationConfig._get_default_generation_params())
+        unknown = sorted(set(kwargs) - _HF_PASSTHROUGH_KEYS - generation_keys)
+        if unknown:
+            raise ValueError(
+                f"ConceptEncoderConfig: unknown key(s) {unknown}. Valid keys: {sorted(self.field_names())}"
+            )
+        model_type = kwargs.pop("model_type", self.model_type)
+        if model_type != self.model_type:
+            raise ValueError(f"ConceptEncoderConfig: model_type {model_type!r} is not {self.model_type!r}")
+        super().__post_init__(**kwargs)
+        if self.token_dim is None:
+            self.token_dim = self.hidden_size
+        self.check()
+
+    # ------------------------------------------------------------------ validation
+    @classmethod
+    def field_names(cls) -> "set[str]":
+        """Names of the fields this class adds to `PretrainedConfig`."""
+        base = {f.name for f in dataclasses.fields(PretrainedConfig)}
+        return {f.name for f in dataclasses.fields(cls)} - base
+
+    def check(self) -> None:
+        """Raise `TypeError` / `ValueError` naming the field if the config cannot build a model."""
+        own = self.field_names()
+        for field in dataclasses.fields(self):
+            if field.name in own:
+                _check_type(field.name, getattr(self, field.name), field.type)
+
+        def require(condition: bool, field: str, message: str) -> None:
+            if not condition:
+                raise ValueError(f"ConceptEncoderConfig.{field}: {message}")
+
+        for field, allowed in (
+            ("layer_type", LAYER_TYPES),
+            ("decoder_type", DECODER_TYPES),
+            ("ffn_type", FFN_TYPES),
+            ("position_embedding_type", POSITION_EMBEDDING_TYPES),
+            ("concept_position_type", CONCEPT_POSITION_TYPES),
+        ):
+            require(getattr(self, field) in allowed, field, f"{getattr(self, field)!r} is not one of {allowed}")
+        for field in (
+            "vocab_size",
+            "num_concepts",
+            "hidden_size",
+            "token_dim",
+            "max_position_embeddings",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_decoder_layers",
+        ):
+            require(getattr(self, field) > 0, field, f"must be positive, got {getattr(self, field)}")
+        require(
+            self.hidden_size % self.num_attention_heads == 0,
+            "hidden_size",
+            f"{self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}",
+        )
+        head_dim = self.hidden_size // self.num_attention_heads
+        require(
+            self.position_embedding_type != "rotary" or head_dim % 2 == 0,
+            "position_embedding_type",
+            f"rotary needs an even head dimension, got hidden_size/num_attention_heads={head_dim}",
+        )
+        require(
+            self.num_iterations is None or self.weight_sharing,
+            "num_iterations",
+            "is only meaningful with weight_sharing=True (the recursive encoder)",
+        )
+        require(
+            self.num_iterations is None or self.num_iterations > 0,
+            "num_iterations",
+            f"must be positive, got {self.num_iterations}",
+        )
+        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            require(0.0 <= getattr(self, field) < 1.0, field, f"must be in [0, 1), got {getattr(self, field)}")
+        require(self.initializer_range > 0, "initializer_range", "must be positive")
+        require(self.layer_norm_eps > 0, "layer_norm_eps", "must be positive")
+        for field in ("pad_token_id", "mask_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
+                      "bos_token_id", "eos_token_id"):
+            value = getattr(self, field)
+            require(value is None or 0 <= value < self.vocab_size, field,
+                    f"{value} is outside the vocabulary [0, {self.vocab_size})")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def encoder_steps(self) -> int:
+        """How many concept layers the encoder applies (K for the recursive encoder)."""
+        if self.weight_sharing:
+            return self.num_iterations or self.num_hidden_layers
+        return self.num_hidden_layers
+
+    @property
+    def num_unique_layers(self) -> int:
+        return 1 if self.weight_sharing else self.num_hidden_layers
+
+    @property
+    def short_name(self) -> str:
+        """`H{H}L{L}C{C}` as used in run names (L is K for the recursive encoder)."""
+        return f"H{self.hidden_size}L{self.encoder_steps}C{self.num_concepts}"
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    """Strict isinstance check for the simple annotations the config uses (int, float, str, bool, X | None)."""
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return
+        if kind is bool and isinstance(value, bool):
+            return
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return
+        if kind is str and isinstance(value, str):
+            return
+    expected = " | ".join(getattr(k, "__name__", str(k)) for k in allowed)
+    raise TypeError(f"ConceptEncoderConfig.{name}: expected {expected}, got {type(value).__name__} ({value!r})")

@@ -1,0 +1,66 @@
+"""The token decoder shared by every head that reads concepts back out to token positions.
+
+One module serves both pretraining decoder types (and, later, the ViaDecoder classification head):
+- "perceiver_io": query = token embedding of the input id (+ position);
+- "position_only": query = position alone, so everything about the token must come from the concepts.
+Queries only cross-attend to the concepts, never to each other, so decoding any subset of positions
+gives exactly the rows that decoding all positions would: the MLM head decodes only labelled positions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import rotary_cos_sin
+from .configuration import ConceptEncoderConfig
+from .layers import DecoderLayer
+
+
+class ConceptDecoder(nn.Module):
+    def __init__(self, config: ConceptEncoderConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.query_type = config.decoder_type
+        self.head_dim = config.head_dim
+        self.rotary_base = config.rotary_base if config.position_embedding_type == "rotary" else None
+        if self.rotary_base is None:
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, H)
+            self.query_seed = None
+        else:  # rotary: positions enter by rotating the queries; a learned seed gives position-only queries content
+            self.position_embeddings = None
+            self.query_seed = nn.Parameter(torch.empty(H)) if self.query_type == "position_only" else None
+        needs_proj = self.query_type == "perceiver_io" and config.token_dim != H
+        self.token_proj = nn.Linear(config.token_dim, H) if needs_proj else None
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_decoder_layers))
+        self.norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        concepts: torch.Tensor,  # [B, C, H]
+        position_ids: torch.Tensor,  # [B, M] positions of the queries
+        token_embeds: torch.Tensor | None = None,  # [B, M, Dt] word embeddings; perceiver_io only
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Returns decoded states [B, M, H] and, when asked, per-layer attention maps [B, h, M, C]."""
+        B, M = position_ids.shape
+        if self.query_type == "perceiver_io":
+            if token_embeds is None:
+                raise ValueError("decoder_type='perceiver_io' needs the token embeddings of the query positions")
+            queries = token_embeds if self.token_proj is None else self.token_proj(token_embeds)
+        else:
+            queries = concepts.new_zeros(B, M, concepts.shape[-1])
+        if self.position_embeddings is not None:
+            queries = queries + self.position_embeddings(position_ids)
+        elif self.query_seed is not None:
+            queries = queries + self.query_seed
+        rotary = (
+            rotary_cos_sin(position_ids, self.head_dim, self.rotary_base, queries.dtype)
+            if self.rotary_base is not None
+            else None
+        )
+        maps = []
+        for layer in self.layers:
+            queries, weights = layer(queries, concepts, query_rotary=rotary, need_weights=need_weights)
+            maps.append(weights)
+        return self.norm(queries), (tuple(maps) if need_weights else None)

@@ -1,0 +1,363 @@
+"""Concept encoder models: the base encoder (tokens -> concepts) and the masked-LM pretraining model.
+
+Shapes: B batch, N tokens, C concepts, H concept width, Dt token width, V vocabulary,
+M decoded positions per sample, T labelled positions in the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .attention import rotary_cos_sin
+from .configuration import ConceptEncoderConfig
+from .decoder import ConceptDecoder
+from .embeddings import ConceptEmbeddings, TokenEmbeddings, default_positions
+from .layers import BiXTLayer, ConceptLayer
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class ConceptEncoderOutput(ModelOutput):
+    """
+    last_hidden_state: concepts after the final norm [B, C, H].
+    hidden_states: concepts before every encoder step and after the last (steps + 1 entries of [B, C, H]).
+    attentions: concept self-attention maps, one [B, heads, C, C] per step.
+    cross_attentions: concept <- token maps, one [B, heads, C, N] per step (zero at padded tokens).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class ConceptMaskedLMOutput(ModelOutput):
+    """
+    loss: mean cross-entropy over labelled positions.
+    logits: [B, N, V], only when no labels are given or `return_dense_logits=True`; training with labels
+        projects only the T labelled positions and returns no logits.
+    concepts: the encoder's last_hidden_state [B, C, H].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    concepts: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class ConceptEncoderPreTrainedModel(PreTrainedModel):
+    config: ConceptEncoderConfig
+    config_class = ConceptEncoderConfig
+    base_model_prefix = "encoder"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["ConceptLayer", "BiXTLayer", "DecoderLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Explicit initialisation of every module type the family uses.
+
+        Linear and embedding weights ~ N(0, initializer_range), biases 0, LayerNorm (1, 0), the pad row 0.
+        Projections that write into a residual stream are scaled by 1/sqrt(2 * depth) (GPT-2), so the
+        residual variance does not grow with the number of encoder steps.
+        """
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            scale = 1.0
+            if getattr(module, "is_residual_projection", False):
+                scale = 1.0 / math.sqrt(2 * (self.config.encoder_steps + self.config.num_decoder_layers))
+            init.normal_(module.weight, mean=0.0, std=std * scale)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, ConceptEmbeddings):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.position is not None:
+                init.normal_(module.position, mean=0.0, std=std)
+        elif isinstance(module, ConceptDecoder) and module.query_seed is not None:
+            init.normal_(module.query_seed, mean=0.0, std=std)
+        elif isinstance(module, MaskedLMHead):
+            init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ recursive encoder from a stacked one
+    @classmethod
+    def from_stacked(
+        cls,
+        stacked: "ConceptEncoderPreTrainedModel | str | os.PathLike",
+        layer_index: int = 0,
+        num_iterations: int | None = None,
+    ):
+        """A weight-shared (recursive) model whose one layer is layer `layer_index` of a stacked model.
+
+        Every other weight (embeddings, concepts, final norm, decoder, head) is copied, and loading
+        is strict: nothing is left at random. `num_iterations` defaults to the stacked depth.
+        """
+        if not isinstance(stacked, PreTrainedModel):
+            stacked = cls.from_pretrained(stacked)
+        source = stacked.config
+        if source.weight_sharing:
+            raise ValueError("from_stacked: the source model is already weight-shared")
+        if not 0 <= layer_index < source.num_hidden_layers:
+            raise ValueError(f"from_stacked: layer_index {layer_index} is outside 0..{source.num_hidden_layers - 1}")
+        fields = {name: getattr(source, name) for name in ConceptEncoderConfig.field_names()}
+        fields.update(weight_sharing=True, num_iterations=num_iterations or source.num_hidden_layers)
+        model = cls(ConceptEncoderConfig(**fields))
+
+        prefix = "" if isinstance(model, ConceptEncoderModel) else f"{model.base_model_prefix}."
+        layer_key = re.compile(rf"^{re.escape(prefix)}layers\.(\d+)\.")
+        state = {}
+        for key, value in stacked.state_dict().items():
+            match = layer_key.match(key)
+            if match is None:
+                state[key] = value
+            elif int(match.group(1)) == layer_index:
+                state[layer_key.sub(f"{prefix}layers.0.", key)] = value
+        model.load_state_dict(state, strict=True)
+        return model
+
+
+class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
+    """Tokens [B, N] -> concepts [B, C, H].
+
+    layer_type="stacked": each layer's concepts read the same token embeddings.
+    layer_type="bixt": tokens and concepts attend to each other and are both refined.
+    weight_sharing=True: one layer applied K times (K from the config or the `num_iterations` argument).
+    """
+
+    # loading the encoder out of a pretraining checkpoint drops its decoder and head on purpose
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\."]
+
+    def __init__(self, config: ConceptEncoderConfig):
+        super().__init__(config)
+        config.check()
+        self.embeddings = TokenEmbeddings(config)
+        self.concepts = ConceptEmbeddings(config)
+        if config.layer_type == "stacked":
+            layers = [ConceptLayer(config) for _ in range(config.num_unique_layers)]
+        else:  # a stacked BiXT's last layer refines no tokens: nothing would read them
+            last = config.num_unique_layers - 1
+            layers = [BiXTLayer(config, refine_tokens=config.weight_sharing or i < last) for i in range(last + 1)]
+        self.layers = nn.ModuleList(layers)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def layer_schedule(self, num_iterations: int | None = None) -> list[nn.Module]:
+        """The layers applied in order: every stacked layer, or the shared layer K times."""
+        if not self.config.weight_sharing:
+            if num_iterations is not None:
+                raise ValueError("num_iterations can only be set on a weight-shared (recursive) encoder")
+            return list(self.layers)
+        steps = num_iterations if num_iterations is not None else self.config.encoder_steps
+        if steps < 1:
+            raise ValueError(f"num_iterations must be >= 1, got {steps}")
+        return [self.layers[0]] * steps
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [B, N]
+        attention_mask: torch.Tensor | None = None,  # [B, N], 1 = real token, 0 = pad or hidden
+        position_ids: torch.Tensor | None = None,  # [B, N]; default 0..N-1 (right padding)
+        num_iterations: int | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ConceptEncoderOutput | tuple:
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if position_ids is None:
+            position_ids = default_positions(input_ids)
+
+        tokens = self.embeddings(input_ids, position_ids)  # [B, N, Dt]
+        key_mask, token_mask = _padding_masks(attention_mask, tokens.dtype)
+        rotary = (
+            rotary_cos_sin(position_ids, self.config.head_dim, self.config.rotary_base, tokens.dtype)
+            if self.config.position_embedding_type == "rotary"
+            else None
+        )
+        concepts = self.concepts(input_ids.shape[0])  # [B, C, H]
+
+        hidden_states, self_maps, cross_maps = [concepts], [], []
+        schedule = self.layer_schedule(num_iterations)
+        for step, layer in enumerate(schedule):
+            concepts, tokens, cross_w, self_w = layer(
+                concepts,
+                tokens,
+                key_mask,
+                token_mask,
+                rotary,
+                need_weights=output_attentions,
+                refine_tokens=step < len(schedule) - 1,  # the last step's tokens are never read
+            )
+            hidden_states.append(concepts)
+            cross_maps.append(cross_w)
+            self_maps.append(self_w)
+        concepts = self.norm(concepts)
+
+        out = ConceptEncoderOutput(
+            last_hidden_state=concepts,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(self_maps) if output_attentions else None,
+            cross_attentions=tuple(cross_maps) if output_attentions else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+def _padding_masks(
+    attention_mask: torch.Tensor | None, dtype: torch.dtype
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """attention_mask [B, N] -> (key mask bool [B, 1, 1, N], token mask [B, N, 1]); (None, None) when all real.
+
+    Dropping an all-ones mask lets SDPA take its fastest (unmasked) kernels.
+    """
+    if attention_mask is None or bool(attention_mask.all()):
+        return None, None
+    real = attention_mask.bool()
+    return real[:, None, None, :], real[..., None].to(dtype)
+
+
+class MaskedLMHead(nn.Module):
+    """BERT-style prediction head: H -> Dt transform, GELU, LayerNorm, then the (tied) vocabulary projection."""
+
+    def __init__(self, config: ConceptEncoderConfig):
+        super().__init__()
+        self.transform = nn.Linear(config.hidden_size, config.token_dim)
+        self.norm = nn.LayerNorm(config.token_dim, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.token_dim, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:  # [..., H] -> [..., V]
+        return self.decoder(self.norm(F.gelu(self.transform(states)))) + self.bias
+
+
+def select_positions(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack the True positions of each row to the front.
+
+    selected bool [B, N] -> (index [B, M] into N, valid bool [B, M]), M = most True in one row;
+    row b lists its selected positions in order, padded with unselected ones marked invalid.
+    """
+    counts = selected.sum(dim=1)  # [B]
+    width = int(counts.max()) if selected.numel() else 0
+    index = torch.sort((~selected).to(torch.uint8), dim=1, stable=True).indices[:, :width]
+    valid = torch.arange(width, device=selected.device)[None, :] < counts[:, None]
+    return index, valid
+
+
+class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
+    """Concept encoder + Perceiver-IO / position-only decoder + vocabulary head, for MLM-style pretraining."""
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "encoder.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: ConceptEncoderConfig):
+        super().__init__(config)
+        self.encoder = ConceptEncoderModel(config)
+        self.decoder = ConceptDecoder(config)
+        self.lm_head = MaskedLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head.decoder = value
+
+    def decode(
+        self,
+        concepts: torch.Tensor,  # [B, C, H]
+        input_ids: torch.Tensor,  # [B, M] ids at the query positions (used by perceiver_io queries)
+        position_ids: torch.Tensor,  # [B, M]
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, tuple | None]:
+        token_embeds = (
+            self.encoder.embeddings.word_embeddings(input_ids) if self.config.decoder_type == "perceiver_io" else None
+        )
+        return self.decoder(concepts, position_ids, token_embeds, need_weights=need_weights)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [B, N]
+        attention_mask: torch.Tensor | None = None,  # [B, N]
+        labels: torch.Tensor | None = None,  # [B, N], IGNORE_INDEX where no loss
+        position_ids: torch.Tensor | None = None,
+        num_iterations: int | None = None,
+        return_dense_logits: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ConceptMaskedLMOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        if position_ids is None:
+            position_ids = default_positions(input_ids)
+        enc = self.encoder(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            num_iterations=num_iterations,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        concepts = enc.last_hidden_state
+
+        loss = logits = None
+        if labels is not None and not return_dense_logits:
+            # Sparse path: decode and project only the T labelled positions, never [B, N, V].
+            index, valid = select_positions(labels != IGNORE_INDEX)  # [B, M]
+            states, decoder_maps = self.decode(
+                concepts, input_ids.gather(1, index), position_ids.gather(1, index), output_attentions
+            )
+            target = labels.gather(1, index)[valid]  # [T]
+            if target.numel() == 0:  # nothing labelled: a zero that keeps the graph connected
+                loss = states.sum() * 0.0
+            else:
+                loss = F.cross_entropy(self.lm_head(states[valid]).float(), target)  # [T, V] logits
+        else:
+            states, decoder_maps = self.decode(concepts, input_ids, position_ids, output_attentions)
+            logits = self.lm_head(states)  # [B, N, V]
+            if labels is not None:
+                loss = F.cross_entropy(
+                    logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+                )
+
+        out = ConceptMaskedLMOutput(
+            loss=loss,
+            logits=logits,
+            concepts=concepts,
+            hidden_states=enc.hidden_states,
+            attentions=enc.attentions,
+            cross_attentions=enc.cross_attentions,
+            decoder_attentions=decoder_maps,
+        )
+        return out if return_dict else out.to_tuple()

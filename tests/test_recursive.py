@@ -1,0 +1,84 @@
+"""The weight-tied recursive encoder: K=1 equals one stacked layer, K changes at inference, checkpoints load."""
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+from concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
+
+from .conftest import tiny_config
+
+
+def test_recursive_k1_equals_one_stacked_layer_with_the_same_weights(tokenizer, batch):
+    stacked = ConceptEncoderModel(tiny_config(tokenizer.vocab_size, num_hidden_layers=1)).eval()
+    recursive = ConceptEncoderModel(
+        tiny_config(tokenizer.vocab_size, num_hidden_layers=1, weight_sharing=True, num_iterations=1)
+    ).eval()
+    recursive.load_state_dict(stacked.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(recursive(**batch).last_hidden_state, stacked(**batch).last_hidden_state)
+
+
+def test_recursive_applies_the_shared_layer_k_times(tokenizer, batch):
+    """K iterations of the shared layer equal a K-layer stacked model whose layers all carry that layer."""
+    recursive = ConceptEncoderModel(tiny_config(tokenizer.vocab_size, weight_sharing=True, num_iterations=3)).eval()
+    stacked = ConceptEncoderModel(tiny_config(tokenizer.vocab_size, num_hidden_layers=3)).eval()
+    state = recursive.state_dict()
+    for key, value in list(state.items()):
+        if key.startswith("layers.0."):
+            for i in (1, 2):
+                state[key.replace("layers.0.", f"layers.{i}.")] = value
+    stacked.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(recursive(**batch).last_hidden_state, stacked(**batch).last_hidden_state)
+
+
+def test_iterations_change_at_inference_deterministically(tokenizer, batch):
+    model = ConceptEncoderModel(tiny_config(tokenizer.vocab_size, weight_sharing=True, num_iterations=2)).eval()
+    assert len(model.layers) == 1
+    with torch.no_grad():
+        k2 = model(**batch).last_hidden_state
+        k4 = model(**batch, num_iterations=4).last_hidden_state
+        k4_again = model(**batch, num_iterations=4).last_hidden_state
+        model.config.num_iterations = 4  # the config route
+        k4_config = model(**batch).last_hidden_state
+    assert (k2 - k4).abs().max() > 1e-3
+    torch.testing.assert_close(k4, k4_again, atol=0, rtol=0)
+    torch.testing.assert_close(k4, k4_config, atol=0, rtol=0)
+    assert len(model(**batch, num_iterations=5, output_hidden_states=True).hidden_states) == 6
+
+
+def test_num_iterations_argument_rejected_on_a_stacked_encoder(tokenizer, batch):
+    model = ConceptEncoderModel(tiny_config(tokenizer.vocab_size))
+    with pytest.raises(ValueError, match="weight-shared"):
+        model(**batch, num_iterations=3)
+
+
+@pytest.mark.parametrize("layer_index", [0, 1])
+def test_from_stacked_initialises_the_shared_layer_from_layer_i(tokenizer, batch, tmp_path, layer_index):
+    stacked = ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size, decoder_type="position_only")).eval()
+    stacked.save_pretrained(tmp_path / "stacked")
+    recursive = ConceptEncoderForMaskedLM.from_stacked(tmp_path / "stacked", layer_index=layer_index, num_iterations=4)
+    assert recursive.config.weight_sharing and recursive.config.encoder_steps == 4
+    source, target = stacked.state_dict(), recursive.state_dict()
+    for key, value in target.items():
+        origin = key.replace("encoder.layers.0.", f"encoder.layers.{layer_index}.")
+        torch.testing.assert_close(value, source[origin], atol=0, rtol=0, msg=key)
+    # K = 1 through the copied layer i reproduces applying stacked layer i alone
+    with torch.no_grad():
+        out = recursive.eval()(**batch, num_iterations=1).concepts
+        tokens = stacked.encoder.embeddings(batch["input_ids"], torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"]))
+        concepts = stacked.encoder.concepts(batch["input_ids"].shape[0])
+        mask = batch["attention_mask"].bool()[:, None, None, :]
+        concepts = stacked.encoder.layers[layer_index](concepts, tokens, mask)[0]
+        torch.testing.assert_close(out, stacked.encoder.norm(concepts), atol=1e-5, rtol=1e-5)
+
+
+def test_recursive_checkpoint_restores_every_weight(tokenizer, batch, tmp_path):
+    model = ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size, weight_sharing=True, num_iterations=3)).eval()
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, atol=0, rtol=0, msg=key)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
