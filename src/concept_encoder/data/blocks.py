@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+from tokenizers import Tokenizer
 
 from .corpus import CorpusError
 import numpy as np
@@ -61,6 +62,10 @@ def split_documents(documents: list[str], validation_fraction: float) -> tuple[l
 def tokenize(documents: list[str], tokenizer, batch_size: int = 256) -> list[list[int]]:
     """Token ids per document, no special tokens (the fast Rust tokenizer batches across threads)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # a copy without the tokenizer's own truncation/padding (MiniLM truncates at 128)
+        backend = Tokenizer.from_str(backend.to_str())
+        backend.no_truncation()
+        backend.no_padding()
     ids = []
     for start in range(0, len(documents), batch_size):
         batch = documents[start : start + batch_size]

@@ -188,7 +188,7 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        token_type_ids: torch.Tensor | None = None,  # accepted from BERT-style tokenizers; there are no segments
     ) -> ConceptEncoderOutput | tuple:
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
@@ -328,6 +328,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,  # accepted from BERT-style tokenizers; there are no segments
     ) -> ConceptMaskedLMOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
