@@ -68,10 +68,10 @@ def test_bad_sources_are_clear_errors(tmp_path, setup, source, message):
 
 def test_split_is_deterministic_and_order_free(data_dir):
     docs = load_documents(["wikitext/wiki.valid.raw.gz", "wikitext/wiki.test.raw.gz"], data_dir)
-    train, validation = split_documents(docs, 0.1)
+    train, validation = (part["text"] for part in split_documents(docs, 0.1))
     shuffled = docs[:]
     random.Random(0).shuffle(shuffled)
-    assert set(split_documents(shuffled, 0.1)[1]) == set(validation)
+    assert set(split_documents(shuffled, 0.1)[1]["text"]) == set(validation)
     assert not set(train) & set(validation) and len(train) + len(validation) == len(docs)
     assert 0.03 < len(validation) / len(docs) < 0.2
 

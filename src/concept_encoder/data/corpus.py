@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import datasets
 
 LOCAL_SUFFIXES = (".jsonl", ".parquet", ".raw", ".txt")
 
@@ -54,17 +57,47 @@ def split_source(source: str) -> tuple[str, str]:
 def load_documents(
     sources: list[str], data_dir: Path | None, text_field: str = "text", max_documents: int | None = None
 ) -> list[str]:
-    """Every non-empty document of every source, in order."""
-    documents: list[str] = []
+    """Every non-empty document of every source, in order, as a list (small corpora and tests)."""
+    return list(load_corpus(sources, data_dir, text_field, max_documents)["text"])
+
+
+def load_corpus(
+    sources: list[str], data_dir: Path | None, text_field: str = "text", max_documents: int | None = None
+) -> datasets.Dataset:
+    """Every non-empty document of every source, in order, as a `datasets.Dataset` with one `text` column.
+
+    Hub corpora stay memory-mapped Arrow tables; local files are read into memory.
+    """
+    parts = []
     for source in sources:
-        docs = [d for d in _read_source(source, data_dir, text_field, max_documents) if d.strip()]
-        if not docs:
+        part = _read_source(source, data_dir, text_field, max_documents)
+        if not isinstance(part, datasets.Dataset):
+            part = datasets.Dataset.from_dict({"text": [d for d in part if d.strip()]})
+        else:
+            part = part.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)
+        if max_documents and len(part) > max_documents:
+            part = part.select(range(max_documents))
+        if len(part) == 0:
             raise CorpusError(f"corpus source {source!r} has no non-empty documents")
-        documents.extend(docs[:max_documents] if max_documents else docs)
-    return documents
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
-def _read_source(source: str, data_dir: Path | None, text_field: str, max_documents: int | None) -> list[str]:
+def corpus_key(corpus: datasets.Dataset) -> str:
+    """A key that changes when the corpus text changes (datasets' own fingerprint for Hub tables)."""
+    if corpus.cache_files:
+        return corpus._fingerprint
+    digest = hashlib.blake2b(digest_size=16)
+    for batch in corpus.iter(batch_size=1000):
+        for text in batch["text"]:
+            digest.update(text.encode("utf-8"))
+            digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def _read_source(
+    source: str, data_dir: Path | None, text_field: str, max_documents: int | None
+) -> list[str] | datasets.Dataset:
     name, split = split_source(source)
     if name in KNOWN_CORPORA:
         corpus = KNOWN_CORPORA[name]
@@ -156,25 +189,29 @@ def split_wikitext(text: str) -> list[str]:
     return [text[a:b].strip() for a, b in bounds if text[a:b].strip()]
 
 
-def _read_hub(corpus: HubCorpus, split: str, text_field: str, max_documents: int | None) -> list[str]:
-    """Read a Hub corpus with `datasets` (streamed, so `max_documents` reads only that many)."""
-    import datasets
+def _read_hub(
+    corpus: HubCorpus, split: str, text_field: str, max_documents: int | None
+) -> list[str] | datasets.Dataset:
+    """A Hub corpus through `datasets`: downloaded once, then a memory-mapped Arrow table.
 
+    With `max_documents`, only that many rows are read (streamed), not the whole corpus.
+    """
     try:
-        stream = datasets.load_dataset(corpus.path, corpus.name, split=split, streaming=True)
+        if max_documents and not corpus.wikitext:
+            stream = datasets.load_dataset(corpus.path, corpus.name, split=split, streaming=True)
+            return [row[text_field] for row in stream.take(max_documents)]
+        table = datasets.load_dataset(corpus.path, corpus.name, split=split)
     except Exception as error:  # network, auth, unknown split: one clear line
         raise CorpusError(
             f"corpus {corpus.path} ({split}): cannot load from the Hub ({type(error).__name__}: {error}). "
             "Offline? Set --data-dir / CONCEPT_ENCODER_DATA to a mirrored data folder."
         ) from None
+    if text_field not in table.column_names:
+        raise CorpusError(f"corpus {corpus.path} ({split}): no column {text_field!r} (columns: {table.column_names})")
     if corpus.wikitext:  # one row per line: rebuild the articles
-        return split_wikitext("".join(row[text_field] for row in stream))
-    documents = []
-    for row in stream:
-        documents.append(row[text_field])
-        if max_documents and len(documents) >= max_documents:
-            break
-    return documents
+        return split_wikitext("".join(table[text_field]))
+    table = table.select_columns([text_field])
+    return table if text_field == "text" else table.rename_column(text_field, "text")
 
 
 def mirror(names: list[str], to: Path, splits: tuple[str, ...] = ("train", "validation", "test"),
@@ -187,6 +224,7 @@ def mirror(names: list[str], to: Path, splits: tuple[str, ...] = ("train", "vali
         for s in ([split] if ":" in source else splits):
             try:
                 docs = _read_hub(corpus, s, "text", max_documents)
+                docs = docs["text"] if isinstance(docs, datasets.Dataset) else docs
             except CorpusError as error:
                 if ":" in source or s == "train":
                     raise

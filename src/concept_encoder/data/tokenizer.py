@@ -12,7 +12,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import datasets
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from .corpus import corpus_key
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
@@ -52,19 +56,13 @@ def check_tokenizer(tokenizer, name: str) -> None:
         raise TokenizerError(f"tokenizer {name!r} has neither a cls_token nor a bos_token to start blocks with")
 
 
-def corpus_fingerprint(documents: list[str]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for doc in documents:
-        digest.update(doc.encode("utf-8"))
-        digest.update(b"\x00")
-    return digest.hexdigest()
-
-
-def train_tokenizer(documents: list[str], kind: str, vocab_size: int, cache_dir: Path) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    documents: datasets.Dataset | list[str], kind: str, vocab_size: int, cache_dir: Path
+) -> PreTrainedTokenizerFast:
     """Train (or reuse from the cache) a WordPiece or byte-level BPE tokenizer on `documents`."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
-    key = hashlib.blake2b(f"{corpus_fingerprint(documents)}|{kind}|{vocab_size}|v1".encode(), digest_size=12).hexdigest()
+    if not isinstance(documents, datasets.Dataset):
+        documents = datasets.Dataset.from_dict({"text": list(documents)})
+    key = hashlib.blake2b(f"{corpus_key(documents)}|{kind}|{vocab_size}|v1".encode(), digest_size=12).hexdigest()
     folder = Path(cache_dir) / f"{kind}_{vocab_size}_{key}"
     if (folder / "tokenizer.json").exists():
         return _wrap(Tokenizer.from_file(str(folder / "tokenizer.json")), folder)
@@ -84,7 +82,8 @@ def train_tokenizer(documents: list[str], kind: str, vocab_size: int, cache_dir:
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     else:
         raise TokenizerError(f"unknown tokenizer kind {kind!r}; use 'wordpiece' or 'bpe'")
-    tokenizer.train_from_iterator(documents, trainer=trainer, length=len(documents))
+    texts = (text for batch in documents.iter(batch_size=1000) for text in batch["text"])
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(documents))
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]

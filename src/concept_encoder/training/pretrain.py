@@ -20,8 +20,8 @@ from transformers import TrainingArguments, set_seed
 from ..config import ConfigError, ExperimentConfig, load_experiment
 from ..data import resolve_data_dir
 from ..data.blocks import Blocks, build_blocks_cached, split_documents
-from ..data.corpus import load_documents
-from ..data.tokenizer import corpus_fingerprint, load_tokenizer, train_tokenizer
+from ..data.corpus import corpus_key, load_corpus
+from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..objectives import MaskingCollator
 from .runs import (
@@ -54,7 +54,7 @@ class Prepared:
 def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path) -> Prepared:
     """Read the corpus, get the tokenizer, pack blocks and build the model config: all checks, no run folder."""
     data = experiment.data
-    documents = load_documents(data.corpus, data_dir, data.text_field, data.max_documents)
+    documents = load_corpus(data.corpus, data_dir, data.text_field, data.max_documents)
     if data.train_tokenizer:
         # train on the training side of the split only, so validation text stays unseen
         train_docs, _ = split_documents(documents, data.validation_fraction)
@@ -72,9 +72,9 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         )
 
     blocks = build_blocks_cached(
-        documents, tokenizer, cache_dir, corpus_fingerprint(documents),
+        documents, tokenizer, cache_dir, corpus_key(documents),
         block_size=data.block_size, packing=data.packing, validation_fraction=data.validation_fraction,
-        max_validation_blocks=data.max_validation_blocks,
+        max_validation_blocks=data.max_validation_blocks, num_proc=data.num_proc,
     )
     objective = experiment.objective
     settings = dict(objective=objective.name, rate=objective.rate, span_min=objective.span_min,
