@@ -54,3 +54,13 @@ def test_bad_overrides_are_errors_naming_file_and_key(override, message, capsys)
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):
+    from concept_encoder.config import load_experiment
+
+    path = tmp_path / "x.yaml"
+    path.write_text("training:\n  learning_rate: 3e-4\nmodel:\n  layer_norm_eps: 1e-12\n")
+    experiment = load_experiment(path, ["training.weight_decay=1e-2"])
+    assert experiment.training.learning_rate == 3e-4 and experiment.training.weight_decay == 0.01
+    assert experiment.model["layer_norm_eps"] == 1e-12

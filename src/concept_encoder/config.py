@@ -8,6 +8,7 @@ values are `ConfigError`s naming the file, the section and the key.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -163,6 +164,21 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 
 # ---------------------------------------------------------------------------- loading
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float (YAML 1.2), not as the string YAML 1.1 makes of it."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`model.num_concepts=64` -> (["model", "num_concepts"], 64); the value is parsed as YAML."""
     if "=" not in text:
@@ -171,14 +187,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = key.strip().split(".")
     if len(path) < 2 or not all(path):
         raise ConfigError(f"--set {text!r}: the key must name a section, e.g. model.num_concepts=64")
-    return path, yaml.safe_load(raw)
+    return path, _parse_yaml(raw)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
     """Read a YAML experiment file, apply overrides, and check its sections (not yet their keys)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = _parse_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as error:
