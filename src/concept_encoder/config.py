@@ -32,6 +32,7 @@ class DataConfig:
     corpus: list[str] = field(default_factory=lambda: ["wikitext-103-raw-v1"])
     text_field: str = "text"  # the text column of .jsonl / .parquet / Hub corpora
     max_documents: int | None = None  # first documents of each source only (quick runs)
+    streaming: bool = False  # read the corpus lazily as training goes (huge corpora); needs training.max_steps
     # tokenizer: a Hub name or folder; or train one on the training documents
     tokenizer: str = "answerdotai/ModernBERT-base"
     train_tokenizer: str | None = None  # None | "wordpiece" | "bpe"
@@ -53,6 +54,8 @@ class DataConfig:
         _require(0.0 < self.validation_fraction < 1.0, "validation_fraction", "must be in (0, 1)")
         _require(self.max_documents is None or self.max_documents > 0, "max_documents", "must be positive")
         _require(self.num_proc >= 1, "num_proc", "must be >= 1")
+        _require(not (self.streaming and self.train_tokenizer), "train_tokenizer",
+                 "training a tokenizer needs the corpus in memory; with streaming use a Hub tokenizer or a folder")
 
 
 @dataclass
@@ -249,6 +252,8 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     raw = load_config(path, overrides)
     build_model_config(raw, path)  # fail on model keys now, before any data is read
     sections = {name: build_section(cls, name, raw.get(name, {}), path) for name, cls in SECTION_CLASSES.items()}
+    if sections["data"].streaming and sections["training"].max_steps <= 0:
+        raise ConfigError(f"{path}: [training] max_steps: a streamed corpus has no length; set max_steps > 0")
     return ExperimentConfig(model=raw.get("model", {}), source=str(path), **sections)
 
 

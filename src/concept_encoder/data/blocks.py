@@ -13,6 +13,7 @@ Everything runs as batched `datasets.map` over Arrow tables, so corpora larger t
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -31,9 +32,9 @@ PACK_CHUNK = 1000  # documents per packing batch
 
 @dataclass
 class Blocks:
-    train: datasets.Dataset  # columns input_ids, length, index
+    train: datasets.Dataset | datasets.IterableDataset  # columns input_ids, length, index
     validation: datasets.Dataset
-    train_documents: int
+    train_documents: int  # -1 when streamed (unknown)
     validation_documents: int
 
 
@@ -106,7 +107,8 @@ def pack_documents(token_lists: list[list[int]], block_size: int, start_id: int,
     return [[start_id, *ids[i : i + body], sep_id] for ids in token_lists for i in range(0, len(ids), body)]
 
 
-def _to_blocks(documents: datasets.Dataset, tokenizer, block_size: int, packing: str, num_proc: int) -> datasets.Dataset:
+def _to_blocks(documents, tokenizer, block_size: int, packing: str, num_proc: int = 1):
+    """Documents (a Dataset or an IterableDataset) -> blocks {input_ids, length, index}."""
     start_id, sep_id = start_and_end_ids(tokenizer)
     backend = plain_backend(tokenizer)
     pack = pack_concat if packing == "concat" else pack_documents
@@ -115,11 +117,38 @@ def _to_blocks(documents: datasets.Dataset, tokenizer, block_size: int, packing:
         blocks = pack(tokenize(batch["text"], tokenizer, backend), block_size, start_id, sep_id)
         return {"input_ids": [list(b) for b in blocks], "length": [len(b) for b in blocks]}
 
-    packed = documents.map(
-        tokenize_and_pack, batched=True, batch_size=PACK_CHUNK, remove_columns=documents.column_names,
-        num_proc=num_proc if num_proc > 1 else None, desc=f"tokenising and packing ({packing})",
-    )
-    return packed.map(lambda b, idx: {"index": idx}, batched=True, with_indices=True)
+    if isinstance(documents, datasets.IterableDataset):  # lazily, as the Trainer reads
+        packed = documents.map(tokenize_and_pack, batched=True, batch_size=PACK_CHUNK, remove_columns=["text"])
+    else:
+        packed = documents.map(
+            tokenize_and_pack, batched=True, batch_size=PACK_CHUNK, remove_columns=documents.column_names,
+            num_proc=num_proc if num_proc > 1 else None, desc=f"tokenising and packing ({packing})",
+        )
+    return packed.map(lambda b, idx: {"index": idx}, batched=True, with_indices=True)  # index keys the masks
+
+
+def build_streaming_blocks(
+    documents: datasets.IterableDataset,
+    tokenizer,
+    block_size: int,
+    packing: str,
+    validation_fraction: float,
+    max_validation_blocks: int | None = None,
+) -> Blocks:
+    """Blocks from a document stream: training blocks stay a lazy stream (tokenised and packed as read);
+    the first `max_validation_blocks` validation blocks are held in memory so every evaluation is the same.
+    """
+    def side(held_out: bool):
+        return documents.filter(
+            lambda b: [(document_hash(t) < validation_fraction) == held_out for t in b["text"]], batched=True
+        )
+
+    train = _to_blocks(side(False), tokenizer, block_size, packing)
+    limit = max_validation_blocks or 1024
+    rows = list(itertools.islice(iter(_to_blocks(side(True), tokenizer, block_size, packing)), limit))
+    if not rows:
+        raise CorpusError("the stream gave no validation blocks; raise data.validation_fraction")
+    return Blocks(train, datasets.Dataset.from_list(rows), train_documents=-1, validation_documents=-1)
 
 
 def build_blocks(

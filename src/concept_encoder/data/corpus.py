@@ -83,6 +83,48 @@ def load_corpus(
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
+def stream_corpus(sources: list[str], data_dir: Path | None, text_field: str = "text") -> datasets.IterableDataset:
+    """The documents of every source as a stream: nothing is downloaded or held in memory ahead of use.
+
+    Hub corpora stream from the Hub; local files (and known names resolved into the local folder) are
+    read lazily, file by file. WikiText from the Hub is small and not streamed: use it without streaming.
+    """
+    files: list[Path] = []
+    streams = []
+    for source in sources:
+        name, split = split_source(source)
+        corpus = KNOWN_CORPORA.get(name)
+        if corpus is not None and data_dir is not None:
+            files.extend(_local_corpus_files(corpus, split, data_dir, source))
+        elif (found := _match_files(source, data_dir)):
+            files.extend(found)
+        elif corpus is not None or (data_dir is None and "/" in name and not Path(name).suffix):
+            corpus = corpus or HubCorpus(name, None, name.split("/")[-1])
+            if corpus.wikitext:
+                raise CorpusError(f"corpus source {source!r}: WikiText is small; load it with data.streaming: false")
+            try:
+                stream = datasets.load_dataset(corpus.path, corpus.name, split=split, streaming=True)
+            except Exception as error:
+                raise CorpusError(f"corpus {corpus.path} ({split}): cannot stream from the Hub ({error})") from None
+            stream = stream.select_columns([text_field])
+            streams.append(stream if text_field == "text" else stream.rename_column(text_field, "text"))
+        else:
+            raise CorpusError(f"corpus source {source!r}: no such file")
+    if files:
+        streams.insert(0, datasets.IterableDataset.from_generator(
+            _documents_of, gen_kwargs={"files": files, "text_field": text_field},
+            features=datasets.Features({"text": datasets.Value("string")}),
+        ))
+    stream = streams[0] if len(streams) == 1 else datasets.concatenate_datasets(streams)
+    return stream.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)
+
+
+def _documents_of(files: list[Path], text_field: str):
+    for path in files:
+        for text in read_local_file(Path(path), text_field):
+            yield {"text": text}
+
+
 def corpus_key(corpus: datasets.Dataset) -> str:
     """A key that changes when the corpus text changes (datasets' own fingerprint for Hub tables)."""
     if corpus.cache_files:

@@ -19,8 +19,8 @@ from transformers import TrainingArguments, set_seed
 
 from ..config import ConfigError, ExperimentConfig, load_experiment
 from ..data import resolve_data_dir
-from ..data.blocks import Blocks, build_blocks_cached, split_documents
-from ..data.corpus import corpus_key, load_corpus
+from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, split_documents
+from ..data.corpus import corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..objectives import MaskingCollator
@@ -54,7 +54,12 @@ class Prepared:
 def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path) -> Prepared:
     """Read the corpus, get the tokenizer, pack blocks and build the model config: all checks, no run folder."""
     data = experiment.data
-    documents = load_corpus(data.corpus, data_dir, data.text_field, data.max_documents)
+    if data.streaming:
+        documents = stream_corpus(data.corpus, data_dir, data.text_field)
+        if data.max_documents:
+            documents = documents.take(data.max_documents)
+    else:
+        documents = load_corpus(data.corpus, data_dir, data.text_field, data.max_documents)
     if data.train_tokenizer:
         # train on the training side of the split only, so validation text stays unseen
         train_docs, _ = split_documents(documents, data.validation_fraction)
@@ -71,11 +76,13 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
             f"[model] max_position_embeddings={model_config.max_position_embeddings}"
         )
 
-    blocks = build_blocks_cached(
-        documents, tokenizer, cache_dir, corpus_key(documents),
-        block_size=data.block_size, packing=data.packing, validation_fraction=data.validation_fraction,
-        max_validation_blocks=data.max_validation_blocks, num_proc=data.num_proc,
-    )
+    settings = dict(block_size=data.block_size, packing=data.packing, validation_fraction=data.validation_fraction,
+                    max_validation_blocks=data.max_validation_blocks)
+    if data.streaming:
+        blocks = build_streaming_blocks(documents, tokenizer, **settings)
+    else:
+        blocks = build_blocks_cached(documents, tokenizer, cache_dir, corpus_key(documents), num_proc=data.num_proc,
+                                     **settings)
     objective = experiment.objective
     settings = dict(objective=objective.name, rate=objective.rate, span_min=objective.span_min,
                     span_max=objective.span_max, mask_token_fraction=objective.mask_token_fraction,
@@ -88,6 +95,15 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
     )
 
 
+# TrainingConfig fields that are TrainingArguments fields of the same name and meaning
+PASSED_THROUGH = (
+    "max_steps", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "lr_scheduler_type", "warmup_steps", "max_grad_norm", "logging_steps", "eval_steps", "save_steps",
+    "save_total_limit", "seed", "dataloader_num_workers", "torch_compile",
+)
+
+
 def training_arguments(experiment: ExperimentConfig, run_dir: Path, name: str) -> TrainingArguments:
     t = experiment.training
     cuda = torch.cuda.is_available()
@@ -95,42 +111,25 @@ def training_arguments(experiment: ExperimentConfig, run_dir: Path, name: str) -
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     return TrainingArguments(
+        **{field: getattr(t, field) for field in PASSED_THROUGH},
         output_dir=str(run_dir / CHECKPOINTS),
         run_name=name,
-        max_steps=t.max_steps,
-        num_train_epochs=t.num_train_epochs,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        weight_decay=t.weight_decay,
-        adam_beta1=t.adam_beta1,
-        adam_beta2=t.adam_beta2,
-        adam_epsilon=t.adam_epsilon,
+        data_seed=t.seed,
         optim="adamw_torch_fused" if cuda else "adamw_torch",
         use_cpu=not cuda,
-        lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_steps,
-        max_grad_norm=t.max_grad_norm,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        eval_strategy="steps",
-        eval_steps=t.eval_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        seed=t.seed,
-        data_seed=t.seed,
-        dataloader_num_workers=t.dataloader_num_workers,
         activation_checkpointing=t.gradient_checkpointing,
         dataloader_pin_memory=cuda,
-        torch_compile=t.torch_compile,
+        logging_first_step=True,
+        eval_strategy="steps",
+        save_strategy="steps",
         report_to=t.report_to or "none",
         remove_unused_columns=False,  # the collators need each block's `index`
         include_num_input_tokens_seen="non_padding",
-        train_sampling_strategy="group_by_length" if experiment.data.packing == "document" else "random",
+        train_sampling_strategy=(
+            "group_by_length" if experiment.data.packing == "document" and not experiment.data.streaming else "random"
+        ),
         length_column_name="length",
         ddp_find_unused_parameters=False,
     )
@@ -202,7 +201,7 @@ def pretrain(
             "global_step": trainer.state.global_step,
             "train_loss": result.training_loss,
             "eval_loss": final_eval.get("eval_loss"),
-            "train_blocks": len(prepared.blocks.train),
+            "train_blocks": len(prepared.blocks.train) if hasattr(prepared.blocks.train, "__len__") else None,
             "validation_blocks": len(prepared.blocks.validation),
             "train_documents": prepared.blocks.train_documents,
             "validation_documents": prepared.blocks.validation_documents,
