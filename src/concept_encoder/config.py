@@ -58,19 +58,25 @@ class DataConfig:
                  "training a tokenizer needs the corpus in memory; with streaming use a Hub tokenizer or a folder")
 
 
+OBJECTIVES = ("mlm", "span", "tsdae")
+
+
 @dataclass
 class ObjectiveConfig:
-    name: str = "mlm"  # mlm: token masking | span: contiguous spans
+    name: str = "mlm"  # mlm: token masking | span: contiguous spans | tsdae: deletion + position-only rebuild
     mask_rate: float | None = None  # None: 0.15 for mlm, 0.30 for span
     span_min: int = 3
     span_max: int = 10
     mask_token_fraction: float = 0.8  # of selected tokens (spans): replaced by [MASK]
     random_token_fraction: float = 0.1  # replaced by a random token; the rest keep their token
+    deletion_rate: float = 0.6  # tsdae: share of (non-special) tokens hidden from the encoder
     seed: int = 0  # masking stream of the training set
     eval_seed: int = 1234  # fixed validation masks: the same at every evaluation
 
     def check(self) -> None:
-        _require(self.name in ("mlm", "span"), "name", f"{self.name!r} is not 'mlm' or 'span'")
+        _require(self.name in OBJECTIVES, "name", f"{self.name!r} is not one of {OBJECTIVES}")
+        _require(0 < self.deletion_rate < 1, "deletion_rate",
+                 f"must be in (0, 1) (1 would delete everything), got {self.deletion_rate}")
         _require(self.rate > 0 and self.rate < 1, "mask_rate", f"must be in (0, 1), got {self.rate}")
         _require(1 <= self.span_min <= self.span_max, "span_min", "need 1 <= span_min <= span_max")
         _require(
@@ -252,6 +258,9 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     raw = load_config(path, overrides)
     build_model_config(raw, path)  # fail on model keys now, before any data is read
     sections = {name: build_section(cls, name, raw.get(name, {}), path) for name, cls in SECTION_CLASSES.items()}
+    if sections["objective"].name == "tsdae" and raw.get("model", {}).get("decoder_type") != "position_only":
+        raise ConfigError(f"{path}: [model] decoder_type: objective tsdae needs position_only decoder queries "
+                          "(token queries would see the deleted tokens' positions filled in)")
     if sections["data"].streaming and sections["training"].max_steps <= 0:
         raise ConfigError(f"{path}: [training] max_steps: a streamed corpus has no length; set max_steps > 0")
     return ExperimentConfig(model=raw.get("model", {}), source=str(path), **sections)

@@ -42,6 +42,17 @@ def counter_uniform(seed: int, epoch: int, stream: int, index: np.ndarray, width
     return (x >> _U64(11)).astype(np.float64) / float(2**53)
 
 
+def pad_blocks(features: list[dict], pad_token_id: int, multiple: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blocks -> (ids [B, N] right-padded to a multiple, real-token mask [B, N], block index [B])."""
+    lengths = np.array([len(f["input_ids"]) for f in features])
+    width = -(-int(lengths.max()) // multiple) * multiple
+    ids = np.full((len(features), width), pad_token_id, dtype=np.int64)
+    for row, f in enumerate(features):
+        ids[row, : lengths[row]] = f["input_ids"]
+    real = np.arange(width)[None, :] < lengths[:, None]
+    return ids, real, np.array([f["index"] for f in features], dtype=np.int64)
+
+
 @dataclass
 class MaskingCollator:
     """Pads a list of blocks and masks them: token MLM (`objective="mlm"`) or span masking (`"span"`)."""
@@ -78,14 +89,8 @@ class MaskingCollator:
 
     # ------------------------------------------------------------------ batch
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        lengths = [len(f["input_ids"]) for f in features]
-        width = -(-max(lengths) // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        ids = np.full((len(features), width), self.pad_token_id, dtype=np.int64)
-        for row, f in enumerate(features):
-            ids[row, : lengths[row]] = f["input_ids"]
-        attention = np.arange(width)[None, :] < np.array(lengths)[:, None]
-        index = np.array([f["index"] for f in features], dtype=np.int64)
-
+        ids, attention, index = pad_blocks(features, self.pad_token_id, self.pad_to_multiple_of)
+        width = ids.shape[1]
         maskable = attention & ~np.isin(ids, self._special)
         if self.objective == "mlm":
             selected = (self._uniform(STREAM_SELECT, index, width) < self.rate) & maskable

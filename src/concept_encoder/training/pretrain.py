@@ -17,13 +17,13 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from transformers import TrainingArguments, set_seed
 
-from ..config import ConfigError, ExperimentConfig, load_experiment
+from ..config import ConfigError, ExperimentConfig, ObjectiveConfig, load_experiment
 from ..data import resolve_data_dir
 from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, split_documents
 from ..data.corpus import corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
-from ..objectives import MaskingCollator
+from ..objectives import DeletionCollator, MaskingCollator
 from .runs import (
     CHECKPOINTS,
     DEFAULT_OUTPUT_ROOT,
@@ -46,9 +46,8 @@ class Prepared:
     tokenizer: object
     blocks: Blocks
     model_config: ConceptEncoderConfig
-    train_collator: MaskingCollator
-    eval_collator: MaskingCollator
-    data_dir: Path | None
+    train_collator: MaskingCollator | DeletionCollator
+    eval_collator: MaskingCollator | DeletionCollator
 
 
 def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path) -> Prepared:
@@ -84,14 +83,20 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         blocks = build_blocks_cached(documents, tokenizer, cache_dir, corpus_key(documents), num_proc=data.num_proc,
                                      **settings)
     objective = experiment.objective
-    settings = dict(objective=objective.name, rate=objective.rate, span_min=objective.span_min,
-                    span_max=objective.span_max, mask_token_fraction=objective.mask_token_fraction,
-                    random_token_fraction=objective.random_token_fraction)
     return Prepared(
         experiment, tokenizer, blocks, model_config,
-        MaskingCollator.for_tokenizer(tokenizer, seed=objective.seed, **settings),
-        MaskingCollator.for_tokenizer(tokenizer, seed=objective.eval_seed, **settings),
-        data_dir,
+        build_collator(objective, tokenizer, objective.seed), build_collator(objective, tokenizer, objective.eval_seed),
+    )
+
+
+def build_collator(objective: ObjectiveConfig, tokenizer, seed: int):
+    """The objective's collator (all take a seed: the evaluation one is fixed)."""
+    if objective.name == "tsdae":
+        return DeletionCollator.for_tokenizer(tokenizer, rate=objective.deletion_rate, seed=seed)
+    return MaskingCollator.for_tokenizer(
+        tokenizer, seed=seed, objective=objective.name, rate=objective.rate, span_min=objective.span_min,
+        span_max=objective.span_max, mask_token_fraction=objective.mask_token_fraction,
+        random_token_fraction=objective.random_token_fraction,
     )
 
 
