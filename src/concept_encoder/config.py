@@ -8,6 +8,7 @@ values are `ConfigError`s naming the file, the section and the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from .modeling import ConceptEncoderConfig
+from .objectives.regularisers import REGULARISERS, SCOPES
 
 
 class ConfigError(ValueError):
@@ -58,7 +60,7 @@ class DataConfig:
                  "training a tokenizer needs the corpus in memory; with streaming use a Hub tokenizer or a folder")
 
 
-OBJECTIVES = ("mlm", "span", "tsdae")
+OBJECTIVES = ("mlm", "span", "tsdae", "simcse")
 
 
 @dataclass
@@ -70,6 +72,16 @@ class ObjectiveConfig:
     mask_token_fraction: float = 0.8  # of selected tokens (spans): replaced by [MASK]
     random_token_fraction: float = 0.1  # replaced by a random token; the rest keep their token
     deletion_rate: float = 0.6  # tsdae: share of (non-special) tokens hidden from the encoder
+    # concept regularisers (objectives/regularisers.py) and SimCSE, added to the task loss
+    regularisers: list[str] = field(default_factory=list)
+    regulariser_weight: float = 0.1  # fixed weighting: shared equally by the regularisers
+    regulariser_scope: str = "sample"  # sample: within each input | batch: across all concepts of the batch
+    regulariser_warmup_steps: int = 0  # linear ramp of regulariser weights from 0
+    contrastive_weight: float = 0.0  # > 0 adds SimCSE on pooled concepts; name simcse uses it alone
+    contrastive_temperature: float = 0.05
+    weighting: str = "fixed"  # fixed | kendall_gal (bounded learned uncertainty weights)
+    log_variance_min: float = -2.0
+    log_variance_max: float = 2.0
     seed: int = 0  # masking stream of the training set
     eval_seed: int = 1234  # fixed validation masks: the same at every evaluation
 
@@ -79,6 +91,16 @@ class ObjectiveConfig:
                  f"must be in (0, 1) (1 would delete everything), got {self.deletion_rate}")
         _require(self.rate > 0 and self.rate < 1, "mask_rate", f"must be in (0, 1), got {self.rate}")
         _require(1 <= self.span_min <= self.span_max, "span_min", "need 1 <= span_min <= span_max")
+        unknown = [r for r in self.regularisers if r not in REGULARISERS]
+        _require(not unknown, "regularisers", f"unknown {unknown}; choose from {sorted(REGULARISERS)}")
+        for name in ("regulariser_weight", "contrastive_weight"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and value >= 0, name, f"must be a finite number >= 0, got {value}")
+        _require(self.contrastive_temperature > 0, "contrastive_temperature", "must be positive")
+        _require(self.regulariser_scope in SCOPES, "regulariser_scope", f"{self.regulariser_scope!r} not in {SCOPES}")
+        _require(self.weighting in ("fixed", "kendall_gal"), "weighting", f"{self.weighting!r} is not fixed or kendall_gal")
+        _require(self.log_variance_min < 0 < self.log_variance_max, "log_variance_min",
+                 "need log_variance_min < 0 < log_variance_max")
         _require(
             0 <= self.mask_token_fraction and 0 <= self.random_token_fraction
             and self.mask_token_fraction + self.random_token_fraction <= 1,

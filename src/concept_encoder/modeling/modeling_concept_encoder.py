@@ -146,7 +146,7 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
     """
 
     # loading the encoder out of a pretraining checkpoint drops its decoder and head on purpose
-    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\.", r"^loss_weighting\."]
 
     def __init__(self, config: ConceptEncoderConfig):
         super().__init__(config)
@@ -290,6 +290,8 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
     # the Trainer passes num_items_in_batch (labelled tokens in the whole accumulated batch), so the loss is an
     # exact token mean under gradient accumulation and data parallelism
     accepts_loss_kwargs = True
+    # learned loss weights that pretraining keeps beside the model (see objectives/weighting.py)
+    _keys_to_ignore_on_load_unexpected = [r"^loss_weighting\."]
 
     def __init__(self, config: ConceptEncoderConfig):
         super().__init__(config)
@@ -329,6 +331,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,  # accepted from BERT-style tokenizers; there are no segments
+        decode: bool = True,  # False: encode only (concepts out, no decoder, no loss), e.g. for contrastive views
     ) -> ConceptMaskedLMOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
@@ -345,8 +348,10 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         )
         concepts = enc.last_hidden_state
 
-        loss = logits = None
-        if labels is not None and not return_dense_logits:
+        loss = logits = decoder_maps = None
+        if not decode:
+            pass
+        elif labels is not None and not return_dense_logits:
             # Sparse path: decode and project only the T labelled positions, never [B, N, V].
             index, valid = select_positions(labels != IGNORE_INDEX)  # [B, M]
             states, decoder_maps = self.decode(

@@ -1,7 +1,14 @@
-"""Objectives: collators that turn token blocks into model inputs and labels, and concept regularisers."""
+"""Objectives: collators that turn token blocks into model inputs and labels, concept regularisers,
+SimCSE, and the weighting that combines them into one loss."""
 
+from .composite import ObjectiveLoss
+from .contrastive import pool_concepts, simcse_loss
 from .deletion import DeletionCollator
-from .masking import MaskingCollator, counter_uniform
+from .masking import MaskingCollator, PaddingCollator, counter_uniform
 from .regularisers import REGULARISERS, regulariser
+from .weighting import LossWeighting
 
-__all__ = ["REGULARISERS", "DeletionCollator", "MaskingCollator", "counter_uniform", "regulariser"]
+__all__ = [
+    "REGULARISERS", "DeletionCollator", "LossWeighting", "MaskingCollator", "ObjectiveLoss", "PaddingCollator",
+    "counter_uniform", "pool_concepts", "regulariser", "simcse_loss",
+]

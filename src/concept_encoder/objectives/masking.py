@@ -163,3 +163,19 @@ class MaskingCollator:
         selected = np.cumsum(count, axis=1)[:, :N] > 0
         decision = np.where(selected, np.cumsum(delta, axis=1)[:, :N], 1.0)
         return selected, decision
+
+
+@dataclass
+class PaddingCollator:
+    """Pads blocks, no labels: for objectives that need only the text (SimCSE alone)."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int = 8
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer, **settings) -> "PaddingCollator":
+        return cls(pad_token_id=tokenizer.pad_token_id)
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        ids, real, _ = pad_blocks(features, self.pad_token_id, self.pad_to_multiple_of)
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(real.astype(np.int64))}

@@ -23,7 +23,7 @@ from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, s
 from ..data.corpus import corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
-from ..objectives import DeletionCollator, MaskingCollator
+from ..objectives import DeletionCollator, MaskingCollator, ObjectiveLoss, PaddingCollator
 from .runs import (
     CHECKPOINTS,
     DEFAULT_OUTPUT_ROOT,
@@ -89,10 +89,26 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
     )
 
 
+def build_objective_loss(objective: ObjectiveConfig) -> ObjectiveLoss:
+    return ObjectiveLoss(
+        task=objective.name != "simcse",
+        regularisers=objective.regularisers,
+        regulariser_weight=objective.regulariser_weight,
+        regulariser_scope=objective.regulariser_scope,
+        contrastive_weight=objective.contrastive_weight,
+        contrastive_temperature=objective.contrastive_temperature,
+        weighting=objective.weighting,
+        log_variance_bounds=(objective.log_variance_min, objective.log_variance_max),
+        warmup_steps=objective.regulariser_warmup_steps,
+    )
+
+
 def build_collator(objective: ObjectiveConfig, tokenizer, seed: int):
     """The objective's collator (all take a seed: the evaluation one is fixed)."""
     if objective.name == "tsdae":
         return DeletionCollator.for_tokenizer(tokenizer, rate=objective.deletion_rate, seed=seed)
+    if objective.name == "simcse":
+        return PaddingCollator.for_tokenizer(tokenizer)
     return MaskingCollator.for_tokenizer(
         tokenizer, seed=seed, objective=objective.name, rate=objective.rate, span_min=objective.span_min,
         span_max=objective.span_max, mask_token_fraction=objective.mask_token_fraction,
@@ -184,6 +200,9 @@ def pretrain(
 
     set_seed(experiment.training.seed)  # the initial weights depend on the seed alone
     model = ConceptEncoderForMaskedLM(prepared.model_config)
+    objective_loss = build_objective_loss(experiment.objective)
+    if objective_loss.learns_weights:  # a submodule, so the optimiser, checkpoints and resume carry it
+        model.loss_weighting = objective_loss.weighting
     args = training_arguments(experiment, run_dir, run_dir.name)
     trainer = PretrainingTrainer(
         model=model,
@@ -193,6 +212,7 @@ def pretrain(
         data_collator=prepared.train_collator,
         eval_data_collator=prepared.eval_collator,
         processing_class=prepared.tokenizer,
+        objective_loss=objective_loss,
         callbacks=[MaskingEpochCallback(prepared.train_collator)],
     )
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

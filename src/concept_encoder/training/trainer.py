@@ -11,12 +11,32 @@ from transformers import Trainer, TrainerCallback
 
 
 class PretrainingTrainer(Trainer):
-    """`Trainer` with a separate evaluation collator (fixed masks) and tokens/s in every training log."""
+    """`Trainer` with a composite objective, a separate evaluation collator (fixed masks), and every loss
+    component, learned weight and tokens/s in each training log.
 
-    def __init__(self, *args, eval_data_collator=None, **kwargs):
+    Evaluation reports the task loss alone (`eval_loss`), so runs with different regularisers compare.
+    """
+
+    def __init__(self, *args, eval_data_collator=None, objective_loss=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator or self.data_collator
+        self.objective_loss = objective_loss
         self._last_log = None  # (time, tokens seen) at the previous training log
+        self._components: dict[str, list[float]] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.objective_loss is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        total, values, weights = self.objective_loss(model, inputs, self.state.global_step, num_items_in_batch)
+        for name, value in values.items():
+            self._components.setdefault(f"loss_{name}", []).append(value)
+        for name, weight in weights.items():
+            self._components.setdefault(f"weight_{name}", []).append(weight)
+        return (total, None) if return_outputs else total
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        # learned loss weights are log-variances: decaying them would pull every weight towards 1/2
+        return [n for n in super().get_decay_parameter_names(model) if "loss_weighting" not in n]
 
     def get_eval_dataloader(self, eval_dataset=None):
         train_collator, self.data_collator = self.data_collator, self.eval_data_collator
@@ -31,6 +51,9 @@ class PretrainingTrainer(Trainer):
             if self._last_log is not None and now > self._last_log[0]:
                 logs["tokens_per_second"] = round((seen - self._last_log[1]) / (now - self._last_log[0]), 1)
             self._last_log = (now, seen)
+            for name, values in self._components.items():  # mean since the previous log
+                logs[name] = round(sum(values) / len(values), 6)
+            self._components = {}
         super().log(logs, start_time)
 
 

@@ -1,0 +1,70 @@
+"""One training loss from the objective config: task + concept regularisers + SimCSE, weighted.
+
+Everything runs in one forward of the (possibly DDP-wrapped) model. With SimCSE, the batch is encoded
+twice in that forward (the rows duplicated, so dropout differs): the second copy carries no labels, so
+the task loss is unchanged, and the two halves of the concepts are the two views. Regularisers read
+the first view's concepts [B, C, H].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .contrastive import pool_concepts, simcse_loss
+from .regularisers import regulariser
+from .weighting import TASK, LossWeighting
+
+SIMCSE = "simcse"
+
+
+class ObjectiveLoss(nn.Module):
+    def __init__(
+        self,
+        task: bool = True,
+        regularisers: list[str] = (),
+        regulariser_weight: float = 0.1,
+        regulariser_scope: str = "sample",
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.05,
+        weighting: str = "fixed",
+        log_variance_bounds: tuple[float, float] = (-2.0, 2.0),
+        warmup_steps: int = 0,
+    ):
+        super().__init__()
+        self.task = task
+        self.regularisers = {name: regulariser(name) for name in regularisers}
+        self.scope = regulariser_scope
+        self.contrastive = contrastive_weight > 0 or not task
+        self.temperature = contrastive_temperature
+        names = ([TASK] if task else []) + list(self.regularisers) + ([SIMCSE] if self.contrastive else [])
+        fixed = {name: regulariser_weight / max(len(self.regularisers), 1) for name in self.regularisers}
+        fixed[SIMCSE] = contrastive_weight if task else 1.0
+        self.weighting = LossWeighting(names, fixed, weighting, log_variance_bounds, warmup_steps)
+
+    @property
+    def learns_weights(self) -> bool:
+        return self.weighting.strategy == "kendall_gal"
+
+    def forward(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], step: int, num_items_in_batch=None
+    ) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
+        """(total loss, component values, effective weights)."""
+        batch = inputs["input_ids"].shape[0]
+        if self.contrastive:  # two dropout views in one forward
+            inputs = {k: torch.cat([v, torch.full_like(v, -100) if k == "labels" else v]) for k, v in inputs.items()}
+        out = model(**inputs, decode=self.task, num_items_in_batch=num_items_in_batch)
+        concepts = out.concepts
+        losses: dict[str, torch.Tensor] = {}
+        if self.task:
+            losses[TASK] = out.loss
+        for name, fn in self.regularisers.items():
+            losses[name] = fn(concepts[:batch], scope=self.scope)
+        if self.contrastive:
+            losses[SIMCSE] = simcse_loss(pool_concepts(concepts[:batch]), pool_concepts(concepts[batch:]), self.temperature)
+        for name, value in losses.items():
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"loss component {name!r} is {value.item()} at step {step}; stopping "
+                                         "(the last checkpoint on disk is the last good one)")
+        total, weights = self.weighting(losses, step)
+        return total, {name: float(value.detach()) for name, value in losses.items()}, weights

@@ -1,0 +1,40 @@
+"""Every shipped experiment config validates; every micro twin trains on the local corpus and its loss falls."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from concept_encoder.cli import main
+from concept_encoder.config import load_experiment
+
+from .test_pretrain import history
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((ROOT / "configs").glob("demo.yaml")) + sorted((ROOT / "configs" / "plan").glob("*.yaml"))
+MICRO = sorted((ROOT / "configs" / "micro").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS + MICRO, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_config_validates(path):
+    load_experiment(path)
+
+
+def test_every_plan_config_has_a_micro_twin():
+    plan = {p.name for p in (ROOT / "configs" / "plan").glob("*.yaml")} - {
+        "perceiver_mlm_L2.yaml", "posonly_mlm_L2.yaml", "posonly_mlm_L6.yaml"}
+    assert plan == {p.name for p in MICRO}
+
+
+@pytest.mark.parametrize("path", MICRO, ids=lambda p: p.stem)
+def test_micro_twin_trains_and_its_loss_falls(tmp_path, path):
+    steps = ["training.max_steps=25", "training.logging_steps=1", "training.eval_steps=25",
+             "training.save_steps=25", "training.run_name=micro"]
+    args = ["pretrain", str(path), "--output-dir", str(tmp_path)]
+    for step in steps:
+        args += ["--set", step]
+    assert main(args) == 0
+    logs = [e for e in history(tmp_path / "micro", 25) if "loss" in e]
+    key = "loss_simcse" if path.stem == "simcse_L6" else "loss_task"
+    values = [e[key] for e in logs]
+    assert np.mean(values[-5:]) < np.mean(values[:5]), values

@@ -1,0 +1,95 @@
+"""Composite objective: weighting formulas, Kendall-Gal bounds, SimCSE, NaN guard, micro runs whose loss falls."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.cli import main
+from concept_encoder.config import ConfigError, load_experiment
+from concept_encoder.objectives import LossWeighting, ObjectiveLoss, simcse_loss
+
+from .conftest import tiny_config
+from .test_masked_lm import mlm_inputs
+from .test_pretrain import history, write_config
+
+
+def test_fixed_weighting_with_warmup_ramp():
+    weighting = LossWeighting(["task", "variance"], {"variance": 0.2}, "fixed", warmup_steps=10)
+    losses = {"task": torch.tensor(3.0), "variance": torch.tensor(5.0)}
+    total, weights = weighting(losses, step=5)
+    assert total.item() == pytest.approx(3.0 + 0.5 * 0.2 * 5.0) and weights == {"task": 1.0, "variance": 0.1}
+    assert weighting(losses, step=20)[0].item() == pytest.approx(3.0 + 0.2 * 5.0)
+
+
+def test_kendall_gal_formula_and_bounds():
+    weighting = LossWeighting(["task", "uniformity"], {}, "kendall_gal", log_variance_bounds=(-2.0, 2.0))
+    assert torch.allclose(weighting.log_variances(), torch.zeros(2), atol=1e-6)  # starts at s = 0, weight 1/2
+    losses = {"task": torch.tensor(4.0), "uniformity": torch.tensor(-3.0)}
+    total, weights = weighting(losses, step=0)
+    assert total.item() == pytest.approx(0.5 * 4.0 - 0.5 * 3.0) and weights["task"] == pytest.approx(0.5)
+    with torch.no_grad():
+        weighting.raw.copy_(torch.tensor([50.0, -50.0]))  # pushed to the ends of the range
+    total, weights = weighting(losses, step=0)
+    assert weights["task"] == pytest.approx(0.5 * math.exp(-2.0))  # the documented floor
+    assert total.item() == pytest.approx(0.5 * math.exp(-2) * 4.0 + 1.0 + 0.5 * math.exp(2) * -3.0 - 1.0)
+
+
+def test_simcse_loss_by_hand():
+    z = torch.eye(3)
+    assert simcse_loss(z, z, temperature=1.0).item() == pytest.approx(-math.log(math.e / (math.e + 2)))
+    assert simcse_loss(z, z, temperature=0.01).item() < 1e-6  # perfect alignment, orthogonal negatives
+
+
+def test_one_forward_gives_two_dropout_views(tokenizer, batch):
+    model = ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).train()
+    objective = ObjectiveLoss(contrastive_weight=1.0, regularisers=["orthogonality"])
+    inputs = mlm_inputs(tokenizer, batch)
+    total, values, weights = objective(model, inputs, step=0)
+    total.backward()
+    assert set(values) == {"task", "orthogonality", "simcse"} and 0 < values["simcse"] < math.log(16) + 1
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    model.eval()  # without dropout the two views agree and the task loss equals the plain forward's
+    with torch.no_grad():
+        _, values, _ = objective(model, inputs, step=0)
+        plain = model(**inputs).loss.item()
+    assert values["task"] == pytest.approx(plain, rel=1e-5)
+
+
+def test_non_finite_component_stops_with_its_name(tokenizer, batch):
+    model = ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size))
+    with torch.no_grad():
+        model.encoder.concepts.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="'task'"):
+        ObjectiveLoss(regularisers=["variance"])(model, mlm_inputs(tokenizer, batch), step=3)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"regularisers": ["orthogonal"]}, "unknown ['orthogonal']"),
+    ({"regulariser_weight": -0.1}, "regulariser_weight: must be a finite number >= 0"),
+    ({"contrastive_weight": float("nan")}, "contrastive_weight: must be a finite number >= 0"),
+    ({"weighting": "learnable"}, "weighting"),
+])
+def test_bad_objective_configs(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_experiment(write_config(tmp_path, objective=change))
+
+
+@pytest.mark.parametrize("objective", [
+    {"regularisers": ["combined"], "regulariser_weight": 0.1},
+    {"regularisers": ["vicreg", "t_regs"], "weighting": "kendall_gal", "contrastive_weight": 0.1},
+    {"name": "simcse"},
+])
+def test_micro_runs_loss_falls_and_components_are_logged(tmp_path, objective):
+    config = write_config(tmp_path, objective=objective, training={"max_steps": 30, "save_steps": 30, "eval_steps": 30})
+    assert main(["pretrain", str(config), "--output-dir", str(tmp_path / "runs")]) == 0
+    logs = [e for e in history(tmp_path / "runs" / "micro", 30) if "loss" in e]
+    key = "loss_simcse" if objective.get("name") == "simcse" else "loss_task"
+    values = [e[key] for e in logs]
+    assert np.mean(values[-5:]) < np.mean(values[:5])
+    for name in objective.get("regularisers", []):
+        assert all(f"loss_{name}" in e and f"weight_{name}" in e for e in logs)
+    if objective.get("weighting") == "kendall_gal":
+        assert min(e["weight_task"] for e in logs) >= 0.5 * math.exp(-2.0)  # the floor over the run
