@@ -28,13 +28,16 @@ def test_every_plan_config_has_a_micro_twin():
 
 @pytest.mark.parametrize("path", MICRO, ids=lambda p: p.stem)
 def test_micro_twin_trains_and_its_loss_falls(tmp_path, path):
-    steps = ["training.max_steps=25", "training.logging_steps=1", "training.eval_steps=25",
+    steps = ["training.max_steps=25", "training.logging_steps=1", "training.eval_steps=5",
              "training.save_steps=25", "training.run_name=micro"]
     args = ["pretrain", str(path), "--output-dir", str(tmp_path)]
     for step in steps:
         args += ["--set", step]
     assert main(args) == 0
-    logs = [e for e in history(tmp_path / "micro", 25) if "loss" in e]
-    key = "loss_simcse" if path.stem == "simcse_L6" else "loss_task"
-    values = [e[key] for e in logs]
-    assert np.mean(values[-5:]) < np.mean(values[:5]), values
+    logs = history(tmp_path / "micro", 25)
+    if path.stem == "simcse_L6":  # no labels, so no eval loss: the training loss
+        values = [e["loss_simcse"] for e in logs if "loss" in e]
+        assert np.mean(values[-5:]) < np.mean(values[:5]), values
+    else:  # held-out loss under fixed masks / noise: noise-free to compare
+        values = [e["eval_loss"] for e in logs if "eval_loss" in e]
+        assert values[-1] < values[0], values

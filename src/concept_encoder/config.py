@@ -60,12 +60,14 @@ class DataConfig:
                  "training a tokenizer needs the corpus in memory; with streaming use a Hub tokenizer or a folder")
 
 
-OBJECTIVES = ("mlm", "span", "tsdae", "simcse")
+OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion")
 
 
 @dataclass
 class ObjectiveConfig:
-    name: str = "mlm"  # mlm: token masking | span: contiguous spans | tsdae: deletion + position-only rebuild
+    # mlm: token masking | span: contiguous spans | tsdae: deletion + position-only rebuild
+    # simcse: contrastive only | diffusion: MDLM noising (t_min, ELBO, smoothing live in the model config)
+    name: str = "mlm"
     mask_rate: float | None = None  # None: 0.15 for mlm, 0.30 for span
     span_min: int = 3
     span_max: int = 10
@@ -283,6 +285,9 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     if sections["objective"].name == "tsdae" and raw.get("model", {}).get("decoder_type") != "position_only":
         raise ConfigError(f"{path}: [model] decoder_type: objective tsdae needs position_only decoder queries "
                           "(token queries would see the deleted tokens' positions filled in)")
+    is_diffusion = raw.get("model", {}).get("decoder_type") == "diffusion"
+    if (sections["objective"].name == "diffusion") != is_diffusion:
+        raise ConfigError(f"{path}: [model] decoder_type: objective diffusion and decoder_type diffusion go together")
     if sections["data"].streaming and sections["training"].max_steps <= 0:
         raise ConfigError(f"{path}: [training] max_steps: a streamed corpus has no length; set max_steps > 0")
     return ExperimentConfig(model=raw.get("model", {}), source=str(path), **sections)

@@ -16,7 +16,8 @@ from transformers import PretrainedConfig
 from transformers.generation.configuration_utils import GenerationConfig
 
 LAYER_TYPES = ("stacked", "bixt")
-DECODER_TYPES = ("perceiver_io", "position_only")
+DECODER_TYPES = ("perceiver_io", "position_only", "diffusion")
+DIFFUSION_MIXING = ("conv", "full")
 FFN_TYPES = ("geglu", "gelu")
 POSITION_EMBEDDING_TYPES = ("absolute", "rotary")
 CONCEPT_POSITION_TYPES = ("none", "sinusoidal", "learned")
@@ -87,6 +88,13 @@ class ConceptEncoderConfig(PretrainedConfig):
     # --- pretraining decoder ---
     decoder_type: str = "perceiver_io"  # perceiver_io: token + position queries | position_only
     num_decoder_layers: int = 1
+    # masked diffusion decoder (decoder_type="diffusion", MDLM-style): token mixing + concept cross-attention
+    diffusion_mixing: str = "conv"  # conv: depthwise convolution, O(N) | full: self-attention over tokens, O(N²)
+    diffusion_kernel_size: int = 7  # conv mixing window (odd)
+    diffusion_timestep_conditioning: bool = False  # AdaLN-Zero on the noise level t
+    diffusion_t_min: float = 0.3  # t ~ U(t_min, 1) per sample
+    diffusion_elbo_weighting: bool = True  # weight token losses by 1/t (MDLM)
+    label_smoothing: float = 0.0
 
     # --- regularisation, numerics, initialisation ---
     hidden_dropout_prob: float = 0.1
@@ -173,6 +181,12 @@ class ConceptEncoderConfig(PretrainedConfig):
             require(0.0 <= getattr(self, field) < 1.0, field, f"must be in [0, 1), got {getattr(self, field)}")
         require(self.initializer_range > 0, "initializer_range", "must be positive")
         require(self.layer_norm_eps > 0, "layer_norm_eps", "must be positive")
+        require(self.diffusion_mixing in DIFFUSION_MIXING, "diffusion_mixing",
+                f"{self.diffusion_mixing!r} is not one of {DIFFUSION_MIXING}")
+        require(self.diffusion_kernel_size > 0 and self.diffusion_kernel_size % 2 == 1, "diffusion_kernel_size",
+                f"must be a positive odd number, got {self.diffusion_kernel_size}")
+        require(0.0 < self.diffusion_t_min < 1.0, "diffusion_t_min", f"must be in (0, 1), got {self.diffusion_t_min}")
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         for field in ("pad_token_id", "mask_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
                       "bos_token_id", "eos_token_id"):
             value = getattr(self, field)

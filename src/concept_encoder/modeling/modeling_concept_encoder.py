@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 from .attention import rotary_cos_sin
 from .configuration import ConceptEncoderConfig
 from .decoder import ConceptDecoder
+from .diffusion import DiffusionDecoder
 from .embeddings import ConceptEmbeddings, TokenEmbeddings, default_positions
 from .layers import BiXTLayer, ConceptLayer
 
@@ -77,7 +78,13 @@ class ConceptEncoderPreTrainedModel(PreTrainedModel):
         residual variance does not grow with the number of encoder steps.
         """
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and getattr(module, "is_zero_init", False):  # AdaLN-Zero modulation
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv1d):
+            init.normal_(module.weight, mean=0.0, std=std)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
             scale = 1.0
             if getattr(module, "is_residual_projection", False):
                 scale = 1.0 / math.sqrt(2 * (self.config.encoder_steps + self.config.num_decoder_layers))
@@ -261,13 +268,20 @@ class MaskedLMHead(nn.Module):
 
 
 def token_mean_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy (in float32) averaged over labelled tokens: this batch's, or `num_items_in_batch`."""
-    if num_items_in_batch is None:
-        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
-    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / num_items_in_batch
+    """Σ_i w_i · CE_i (float32) over labelled tokens, divided by the labelled-token count: this batch's,
+    or `num_items_in_batch` (the whole accumulated batch, from the Trainer). w = 1 unless given."""
+    losses = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none",
+                             label_smoothing=label_smoothing)
+    if weights is not None:
+        losses = losses * weights
+    count = num_items_in_batch if num_items_in_batch is not None else (target != IGNORE_INDEX).sum()
+    return losses.sum() / count
 
 
 def select_positions(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,7 +310,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
     def __init__(self, config: ConceptEncoderConfig):
         super().__init__(config)
         self.encoder = ConceptEncoderModel(config)
-        self.decoder = ConceptDecoder(config)
+        self.decoder = DiffusionDecoder(config) if config.decoder_type == "diffusion" else ConceptDecoder(config)
         self.lm_head = MaskedLMHead(config)
         self.post_init()
 
@@ -332,6 +346,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         num_items_in_batch: int | torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,  # accepted from BERT-style tokenizers; there are no segments
         decode: bool = True,  # False: encode only (concepts out, no decoder, no loss), e.g. for contrastive views
+        noise_level: torch.Tensor | None = None,  # [B] diffusion t per sample (ELBO weights, conditioning)
     ) -> ConceptMaskedLMOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
@@ -349,8 +364,24 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         concepts = enc.last_hidden_state
 
         loss = logits = decoder_maps = None
+        smoothing = self.config.label_smoothing
         if not decode:
             pass
+        elif self.config.decoder_type == "diffusion":
+            # the denoiser reads every position (it mixes tokens); only labelled ones are projected
+            embeds = self.encoder.embeddings.word_embeddings(input_ids)
+            states = self.decoder(concepts, embeds, position_ids, attention_mask, noise_level)  # [B, N, H]
+            if labels is not None and not return_dense_logits:
+                labelled = labels != IGNORE_INDEX  # [B, N]
+                weights = None
+                if self.config.diffusion_elbo_weighting and noise_level is not None:
+                    weights = (1.0 / noise_level.float())[:, None].expand_as(labels)[labelled]  # 1/t per token
+                loss = token_mean_cross_entropy(self.lm_head(states[labelled]), labels[labelled], num_items_in_batch,
+                                                smoothing, weights) if labelled.any() else states.sum() * 0.0
+            else:
+                logits = self.lm_head(states)
+                if labels is not None:
+                    loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing)
         elif labels is not None and not return_dense_logits:
             # Sparse path: decode and project only the T labelled positions, never [B, N, V].
             index, valid = select_positions(labels != IGNORE_INDEX)  # [B, M]
@@ -361,12 +392,12 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             if target.numel() == 0:  # nothing labelled: a zero that keeps the graph connected
                 loss = states.sum() * 0.0
             else:
-                loss = token_mean_cross_entropy(self.lm_head(states[valid]), target, num_items_in_batch)  # [T, V]
+                loss = token_mean_cross_entropy(self.lm_head(states[valid]), target, num_items_in_batch, smoothing)
         else:
             states, decoder_maps = self.decode(concepts, input_ids, position_ids, output_attentions)
             logits = self.lm_head(states)  # [B, N, V]
             if labels is not None:
-                loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch)
+                loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing)
 
         out = ConceptMaskedLMOutput(
             loss=loss,
@@ -378,3 +409,62 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             decoder_attentions=decoder_maps,
         )
         return out if return_dict else out.to_tuple()
+
+    # ------------------------------------------------------------------ diffusion sampling
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        input_ids: torch.Tensor,  # [B, N] the text whose concepts condition the reconstruction
+        attention_mask: torch.Tensor | None = None,
+        prefix_length: int | None = None,
+        steps: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Iterative unmasking (MDLM sampling) conditioned on concepts, for `decoder_type="diffusion"`.
+
+        prefix_length None: the concepts of the full text; every real non-special token is masked and
+        rebuilt. prefix_length k: the encoder sees only the first k tokens, which stay on the canvas;
+        the rest is generated. Each of `steps` rounds (default: one per masked token) samples every
+        masked position (temperature 0 = argmax, optional top-k) and keeps the most confident
+        ceil(remaining / rounds left) of them. Returns the completed ids [B, N].
+        """
+        if self.config.decoder_type != "diffusion":
+            raise ValueError("reconstruct needs decoder_type='diffusion'")
+        real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        positions = default_positions(input_ids)
+        specials = [i for i in (self.config.pad_token_id, self.config.cls_token_id, self.config.sep_token_id,
+                                self.config.bos_token_id, self.config.eos_token_id) if i is not None]
+        fill = real & ~torch.isin(input_ids, torch.tensor(specials, device=input_ids.device))
+        visible = real
+        if prefix_length is not None:
+            fill &= positions >= prefix_length
+            visible = real & (positions < prefix_length)
+        concepts = self.encoder(input_ids, attention_mask=visible.long(), position_ids=positions).last_hidden_state
+        canvas = input_ids.masked_fill(fill, self.config.mask_token_id)
+        remaining, total = fill.clone(), fill.sum(1).clamp(min=1)
+        rounds = steps or int(fill.sum(1).max())
+        for step in range(rounds):
+            left = remaining.sum(1)  # [B]
+            if int(left.max()) == 0:
+                break
+            embeds = self.encoder.embeddings.word_embeddings(canvas)
+            states = self.decoder(concepts, embeds, positions, real.long(), left.float() / total)
+            logits = self.lm_head(states).float()  # [B, N, V]
+            if top_k is not None:
+                cutoff = logits.topk(top_k, dim=-1).values[..., -1:]
+                logits = logits.masked_fill(logits < cutoff, float("-inf"))
+            if temperature > 0:
+                probs = (logits / temperature).softmax(-1)
+                sample = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(canvas.shape)
+            else:
+                probs = logits.softmax(-1)
+                sample = logits.argmax(-1)
+            confidence = probs.gather(-1, sample[..., None])[..., 0].masked_fill(~remaining, -1.0)
+            quota = torch.ceil(left.float() / (rounds - step)).long()  # [B]
+            rank = confidence.argsort(dim=1, descending=True).argsort(dim=1)
+            chosen = remaining & (rank < quota[:, None])
+            canvas = torch.where(chosen, sample, canvas)
+            remaining &= ~chosen
+        return canvas

@@ -4,11 +4,12 @@ SimCSE, and the weighting that combines them into one loss."""
 from .composite import ObjectiveLoss
 from .contrastive import pool_concepts, simcse_loss
 from .deletion import DeletionCollator
+from .noising import DiffusionCollator
 from .masking import MaskingCollator, PaddingCollator, counter_uniform
 from .regularisers import REGULARISERS, regulariser
 from .weighting import LossWeighting
 
 __all__ = [
-    "REGULARISERS", "DeletionCollator", "LossWeighting", "MaskingCollator", "ObjectiveLoss", "PaddingCollator",
+    "REGULARISERS", "DeletionCollator", "DiffusionCollator", "LossWeighting", "MaskingCollator", "ObjectiveLoss", "PaddingCollator",
     "counter_uniform", "pool_concepts", "regulariser", "simcse_loss",
 ]

@@ -23,7 +23,7 @@ from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, s
 from ..data.corpus import corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
-from ..objectives import DeletionCollator, MaskingCollator, ObjectiveLoss, PaddingCollator
+from ..objectives import DeletionCollator, DiffusionCollator, MaskingCollator, ObjectiveLoss, PaddingCollator
 from .runs import (
     CHECKPOINTS,
     DEFAULT_OUTPUT_ROOT,
@@ -46,8 +46,8 @@ class Prepared:
     tokenizer: object
     blocks: Blocks
     model_config: ConceptEncoderConfig
-    train_collator: MaskingCollator | DeletionCollator
-    eval_collator: MaskingCollator | DeletionCollator
+    train_collator: object  # Masking-, Deletion-, Diffusion- or PaddingCollator
+    eval_collator: object
 
 
 def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path) -> Prepared:
@@ -85,7 +85,8 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
     objective = experiment.objective
     return Prepared(
         experiment, tokenizer, blocks, model_config,
-        build_collator(objective, tokenizer, objective.seed), build_collator(objective, tokenizer, objective.eval_seed),
+        build_collator(objective, tokenizer, objective.seed, model_config),
+        build_collator(objective, tokenizer, objective.eval_seed, model_config),
     )
 
 
@@ -103,8 +104,10 @@ def build_objective_loss(objective: ObjectiveConfig) -> ObjectiveLoss:
     )
 
 
-def build_collator(objective: ObjectiveConfig, tokenizer, seed: int):
+def build_collator(objective: ObjectiveConfig, tokenizer, seed: int, model_config: ConceptEncoderConfig):
     """The objective's collator (all take a seed: the evaluation one is fixed)."""
+    if objective.name == "diffusion":
+        return DiffusionCollator.for_tokenizer(tokenizer, t_min=model_config.diffusion_t_min, seed=seed)
     if objective.name == "tsdae":
         return DeletionCollator.for_tokenizer(tokenizer, rate=objective.deletion_rate, seed=seed)
     if objective.name == "simcse":

@@ -1,0 +1,124 @@
+"""Masked-diffusion decoder (MDLM-style, Sahoo et al., 2024): a denoiser that sees the surviving tokens.
+
+Input: the noised text (a share t of the real tokens replaced by [MASK]) as token embeddings plus
+positions [B, N, H], and the concepts of that noised text [B, C, H]. Each layer (pre-LN):
+  x += Mix(LN(x))             token-to-token mixing, so surviving neighbours inform masked positions
+  x += CrossAttn(LN(x), concepts)
+  x += FFN(LN(x))
+Mixing is a depthwise convolution over positions by default (kernel `diffusion_kernel_size`, cost
+O(N·H·k), linear in N), or full self-attention over the real tokens (`diffusion_mixing: full`, O(N²)).
+Pads are zeroed before the convolution and masked as keys in attention, so they never leak in.
+With `diffusion_timestep_conditioning`, each sub-layer is modulated AdaLN-Zero style by the noise
+level t: LN(x)(1 + scale) + shift, and its update multiplied by a gate. The modulation projection
+starts at zero (DiT's AdaLN-Zero), so every sub-layer starts with its gate closed and opens as it
+trains. MDLM reports the conditioning unneeded; it is off by default.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .attention import Attention
+from .configuration import ConceptEncoderConfig
+from .layers import FeedForward
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding [B, dim] of noise levels t in [0, 1] (scaled by 1000 so the frequencies move)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = 1000.0 * t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class ConvMixer(nn.Module):
+    """Depthwise convolution over positions: each channel mixes a window of neighbouring tokens."""
+
+    def __init__(self, dim: int, kernel_size: int):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj.is_residual_projection = True
+
+    def forward(self, x: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:  # [B, N, H]
+        if real is not None:
+            x = x * real  # pads contribute nothing to their neighbours
+        return self.proj(F.gelu(self.conv(x.transpose(1, 2)).transpose(1, 2)))
+
+
+class DiffusionDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: ConceptEncoderConfig):
+        super().__init__()
+        H, heads, d, p = config.hidden_size, config.num_attention_heads, config.head_dim, config.attention_probs_dropout_prob
+        eps = config.layer_norm_eps
+        self.full_attention = config.diffusion_mixing == "full"
+        self.mix_norm = nn.LayerNorm(H, eps=eps)
+        self.mixer = Attention(H, H, heads, d, p) if self.full_attention else ConvMixer(H, config.diffusion_kernel_size)
+        self.cross_norm = nn.LayerNorm(H, eps=eps)
+        self.cross_attn = Attention(H, H, heads, d, p)
+        self.ffn_norm = nn.LayerNorm(H, eps=eps)
+        self.ffn = FeedForward(H, config.intermediate_size, config.ffn_type, config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # AdaLN-Zero: shift, scale, gate for each of the three sub-layers, from the timestep embedding
+        self.modulation = nn.Linear(H, 9 * H) if config.diffusion_timestep_conditioning else None
+        if self.modulation is not None:
+            self.modulation.is_zero_init = True
+
+    def forward(self, x, concepts, key_mask=None, real=None, timestep=None):
+        mods = [None] * 9 if self.modulation is None else self.modulation(F.silu(timestep))[:, None].chunk(9, dim=-1)
+
+        def modulated(norm, h, shift, scale):
+            h = norm(h)
+            return h if shift is None else h * (1 + scale) + shift
+
+        def gated(update, gate):
+            return update if gate is None else update * gate
+
+        h = modulated(self.mix_norm, x, mods[0], mods[1])
+        update = self.mixer(h, key_mask=key_mask)[0] if self.full_attention else self.mixer(h, real)
+        x = x + self.dropout(gated(update, mods[2]))
+        update, _ = self.cross_attn(modulated(self.cross_norm, x, mods[3], mods[4]), concepts)
+        x = x + self.dropout(gated(update, mods[5]))
+        update = self.ffn(modulated(self.ffn_norm, x, mods[6], mods[7]))
+        return x + self.dropout(gated(update, mods[8]))
+
+
+class DiffusionDecoder(nn.Module):
+    def __init__(self, config: ConceptEncoderConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, H)
+        self.token_proj = nn.Linear(config.token_dim, H) if config.token_dim != H else None
+        self.timestep = (
+            nn.Sequential(nn.Linear(H, H), nn.SiLU(), nn.Linear(H, H)) if config.diffusion_timestep_conditioning else None
+        )
+        self.layers = nn.ModuleList(DiffusionDecoderLayer(config) for _ in range(config.num_decoder_layers))
+        self.norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        concepts: torch.Tensor,  # [B, C, H]
+        token_embeds: torch.Tensor,  # [B, N, Dt] embeddings of the noised ids
+        position_ids: torch.Tensor,  # [B, N]
+        attention_mask: torch.Tensor | None = None,  # [B, N] 1 = real token (masked ones included)
+        noise_level: torch.Tensor | None = None,  # [B] t
+    ) -> torch.Tensor:
+        x = token_embeds if self.token_proj is None else self.token_proj(token_embeds)
+        x = x + self.position_embeddings(position_ids)
+        key_mask = real = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            key_mask = attention_mask.bool()[:, None, None, :]
+            real = attention_mask[..., None].to(x.dtype)
+        timestep = None
+        if self.timestep is not None:
+            if noise_level is None:
+                raise ValueError("diffusion_timestep_conditioning needs the noise level t (noise_level=[B])")
+            timestep = self.timestep(timestep_embedding(noise_level, x.shape[-1]).to(x.dtype))
+        for layer in self.layers:
+            x = layer(x, concepts, key_mask, real, timestep)
+        return self.norm(x)
