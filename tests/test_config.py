@@ -23,7 +23,7 @@ def test_defaults_build_and_derived_values():
         ({"num_iterations": 4}, "num_iterations"),  # iterations without weight sharing
         ({"weight_sharing": True, "num_iterations": 0}, "num_iterations"),
         ({"layer_type": "transformer"}, "layer_type"),
-        ({"decoder_type": "autoregressive"}, "decoder_type"),
+        ({"decoder_type": "seq2seq"}, "decoder_type"),
         ({"ffn_type": "swiglu"}, "ffn_type"),
         ({"position_embedding_type": "alibi"}, "position_embedding_type"),
         ({"concept_position_type": "random"}, "concept_position_type"),

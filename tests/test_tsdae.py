@@ -59,7 +59,7 @@ def test_tsdae_loss_ignores_padding(tokenizer, features):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"objective": {"name": "tsdae"}}, "decoder_type: objective tsdae needs position_only"),
+    ({"objective": {"name": "tsdae"}}, "decoder_type: objective tsdae needs position_only or autoregressive"),
     ({"objective": {"name": "tsdae", "deletion_rate": 1.0}, "model": {"decoder_type": "position_only"}},
      "deletion_rate: must be in (0, 1)"),
     ({"objective": {"name": "diffusionn"}}, "is not one of"),
@@ -77,3 +77,26 @@ def test_tsdae_micro_run_loss_falls(tmp_path):
     losses = [e["loss"] for e in logs if "loss" in e]
     evals = [e["eval_loss"] for e in logs if "eval_loss" in e]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0 and evals[-1] < evals[0]
+
+
+def test_autoregressive_decoder_is_causal_and_ignores_pads(tokenizer, features):
+    model = ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size, decoder_type="autoregressive")).eval()
+    collate = DeletionCollator.for_tokenizer(tokenizer, rate=0.6, pad_to_multiple_of=1)
+    batch = collate(features[:4])
+    with torch.no_grad():
+        logits = model(**batch, return_dense_logits=True).logits
+        changed = {k: v.clone() for k, v in batch.items()}
+        changed["labels"][:, 6] = 1000  # a different original token at position 6
+        logits_changed = model(**changed, return_dense_logits=True).logits
+    torch.testing.assert_close(logits[:, :7], logits_changed[:, :7])  # positions <= 6 never see token 6
+    assert (logits[:, 7] - logits_changed[:, 7]).abs().max() > 1e-4  # position 7 does
+    short = sorted(features, key=lambda f: len(f["input_ids"]))[:4]
+    tight, padded = collate(short), collate(short + [max(features, key=lambda f: len(f["input_ids"]))])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**{k: v[:4] for k, v in padded.items()}).loss, model(**tight).loss,
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_autoregressive_decoding_needs_tsdae(tmp_path):
+    with pytest.raises(ConfigError, match="autoregressive decoding needs"):
+        load_experiment(write_config(tmp_path, model={"decoder_type": "autoregressive"}))

@@ -282,9 +282,13 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     raw = load_config(path, overrides)
     build_model_config(raw, path)  # fail on model keys now, before any data is read
     sections = {name: build_section(cls, name, raw.get(name, {}), path) for name, cls in SECTION_CLASSES.items()}
-    if sections["objective"].name == "tsdae" and raw.get("model", {}).get("decoder_type") != "position_only":
-        raise ConfigError(f"{path}: [model] decoder_type: objective tsdae needs position_only decoder queries "
-                          "(token queries would see the deleted tokens' positions filled in)")
+    decoder = raw.get("model", {}).get("decoder_type", "perceiver_io")
+    if sections["objective"].name == "tsdae" and decoder not in ("position_only", "autoregressive"):
+        raise ConfigError(f"{path}: [model] decoder_type: objective tsdae needs position_only or autoregressive "
+                          "decoding (token queries would see the deleted tokens' positions filled in)")
+    if decoder == "autoregressive" and sections["objective"].name != "tsdae":
+        raise ConfigError(f"{path}: [model] decoder_type: autoregressive decoding needs the dense labels of "
+                          "objective tsdae")
     is_diffusion = raw.get("model", {}).get("decoder_type") == "diffusion"
     if (sections["objective"].name == "diffusion") != is_diffusion:
         raise ConfigError(f"{path}: [model] decoder_type: objective diffusion and decoder_type diffusion go together")

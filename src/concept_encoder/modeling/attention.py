@@ -95,8 +95,13 @@ class Attention(nn.Module):
         query_rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         key_rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         need_weights: bool = False,
+        causal: bool = False,  # self-attention only: query i sees keys j <= i
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         context = x if context is None else context
+        if causal:
+            n = x.shape[1]
+            lower = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()  # [N, N]
+            key_mask = lower if key_mask is None else key_mask & lower
         q = apply_rotary(split_heads(self.to_q(x), self.num_heads), query_rotary)  # [B, h, Lq, d]
         k, v = self.to_kv(context).chunk(2, dim=-1)
         k = apply_rotary(split_heads(k, self.num_heads), key_rotary)  # [B, h, Lk, d]

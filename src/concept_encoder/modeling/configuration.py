@@ -16,7 +16,7 @@ from transformers import PretrainedConfig
 from transformers.generation.configuration_utils import GenerationConfig
 
 LAYER_TYPES = ("stacked", "bixt")
-DECODER_TYPES = ("perceiver_io", "position_only", "diffusion")
+DECODER_TYPES = ("perceiver_io", "position_only", "diffusion", "autoregressive")
 DIFFUSION_MIXING = ("conv", "full")
 FFN_TYPES = ("geglu", "gelu")
 POSITION_EMBEDDING_TYPES = ("absolute", "rotary")
@@ -86,7 +86,9 @@ class ConceptEncoderConfig(PretrainedConfig):
     num_iterations: int | None = None  # None means num_hidden_layers; only with weight_sharing
 
     # --- pretraining decoder ---
-    decoder_type: str = "perceiver_io"  # perceiver_io: token + position queries | position_only
+    # perceiver_io: token + position queries | position_only | diffusion (MDLM denoiser)
+    # | autoregressive (the TSDAE paper's left-to-right decoder; needs dense labels)
+    decoder_type: str = "perceiver_io"
     num_decoder_layers: int = 1
     # masked diffusion decoder (decoder_type="diffusion", MDLM-style): token mixing + concept cross-attention
     diffusion_mixing: str = "conv"  # conv: depthwise convolution, O(N) | full: self-attention over tokens, O(N²)

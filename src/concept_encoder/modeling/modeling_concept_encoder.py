@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from .attention import rotary_cos_sin
 from .configuration import ConceptEncoderConfig
+from .autoregressive import AutoregressiveDecoder
 from .decoder import ConceptDecoder
 from .diffusion import DiffusionDecoder
 from .embeddings import ConceptEmbeddings, TokenEmbeddings, default_positions
@@ -310,7 +311,8 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
     def __init__(self, config: ConceptEncoderConfig):
         super().__init__(config)
         self.encoder = ConceptEncoderModel(config)
-        self.decoder = DiffusionDecoder(config) if config.decoder_type == "diffusion" else ConceptDecoder(config)
+        decoders = {"diffusion": DiffusionDecoder, "autoregressive": AutoregressiveDecoder}
+        self.decoder = decoders.get(config.decoder_type, ConceptDecoder)(config)
         self.lm_head = MaskedLMHead(config)
         self.post_init()
 
@@ -367,6 +369,13 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         smoothing = self.config.label_smoothing
         if not decode:
             pass
+        elif self.config.decoder_type == "autoregressive":
+            if labels is None:
+                raise ValueError("decoder_type='autoregressive' decodes by teacher forcing: pass labels (the text)")
+            embed = self.encoder.embeddings.word_embeddings
+            logits = self.lm_head(self.decoder(concepts, embed, labels, position_ids))  # [B, N, V]
+            loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing)
+            logits = logits if return_dense_logits else None
         elif self.config.decoder_type == "diffusion":
             # the denoiser reads every position (it mixes tokens); only labelled ones are projected
             embeds = self.encoder.embeddings.word_embeddings(input_ids)

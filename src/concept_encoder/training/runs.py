@@ -21,14 +21,15 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def model_tag(config: ConceptEncoderConfig, objective: str) -> str:
-    """e.g. perceiver_mlm, posonly_bixt_span, perceiver_recursive_mlm."""
-    parts = [{"perceiver_io": "perceiver", "position_only": "posonly"}.get(config.decoder_type, config.decoder_type)]
+    """e.g. perceiver_mlm, posonly_bixt_tsdae, perceiver_recursive_mlm, diffusion."""
+    decoder = {"perceiver_io": "perceiver", "position_only": "posonly", "autoregressive": "ar", "diffusion": ""}
+    parts = [decoder.get(config.decoder_type, config.decoder_type)]
     if config.layer_type == "bixt":
         parts.append("bixt")
     if config.weight_sharing:
         parts.append("recursive")
     parts.append(objective)
-    return "_".join(parts)
+    return "_".join(p for p in parts if p)
 
 
 def run_name(config: ConceptEncoderConfig, objective: str, now: datetime | None = None) -> str:
