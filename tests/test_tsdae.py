@@ -7,9 +7,6 @@ import torch
 from concept_encoder import ConceptEncoderForMaskedLM
 from concept_encoder.cli import main
 from concept_encoder.config import ConfigError, load_experiment
-from concept_encoder.data.blocks import build_blocks
-from concept_encoder.data.corpus import load_documents
-from concept_encoder.data.local import resolve_data_dir
 from concept_encoder.objectives import DeletionCollator
 
 from .conftest import tiny_config
@@ -17,10 +14,8 @@ from .test_pretrain import history, write_config
 
 
 @pytest.fixture(scope="module")
-def features(tokenizer):
-    docs = load_documents(["wikitext/wiki.valid.raw.gz"], resolve_data_dir())
-    blocks = build_blocks(docs, tokenizer, block_size=64, packing="document", validation_fraction=0.1)
-    return [blocks.train[i] for i in range(256)]
+def features(document_blocks):
+    return document_blocks
 
 
 def test_deletion_hides_tokens_and_labels_every_real_token(tokenizer, features):

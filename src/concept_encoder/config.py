@@ -209,7 +209,7 @@ _YamlLoader.add_implicit_resolver(
 
 
 def _parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -191,7 +191,7 @@ def _read_files(files: list[Path], text_field: str) -> list[str]:
 
 def read_local_file(path: Path, text_field: str = "text") -> list[str]:
     """The documents of one local corpus file."""
-    suffix = Path(path.name[:-3] if path.name.endswith(".gz") else path.name).suffix
+    suffix = Path(path.name.removesuffix(".gz")).suffix
     if suffix not in LOCAL_SUFFIXES:
         raise CorpusError(f"{path}: unsupported corpus file type {suffix!r}; use one of {LOCAL_SUFFIXES} (.gz or not)")
     if suffix == ".parquet":
@@ -219,7 +219,7 @@ def _json_text(line: str, path: Path, number: int, text_field: str) -> str:
     return record[text_field]
 
 
-_WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $", re.M)
+_WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $", re.MULTILINE)
 
 
 def split_wikitext(text: str) -> list[str]:

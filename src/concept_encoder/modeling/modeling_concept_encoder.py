@@ -19,8 +19,8 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .attention import rotary_cos_sin
-from .configuration import ConceptEncoderConfig
 from .autoregressive import AutoregressiveDecoder
+from .configuration import ConceptEncoderConfig
 from .decoder import ConceptDecoder
 from .diffusion import DiffusionDecoder
 from .embeddings import ConceptEmbeddings, TokenEmbeddings, default_positions
@@ -112,7 +112,7 @@ class ConceptEncoderPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_stacked(
         cls,
-        stacked: "ConceptEncoderPreTrainedModel | str | os.PathLike",
+        stacked: ConceptEncoderPreTrainedModel | str | os.PathLike,
         layer_index: int = 0,
         num_iterations: int | None = None,
     ):

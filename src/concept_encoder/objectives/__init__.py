@@ -4,8 +4,8 @@ SimCSE, and the weighting that combines them into one loss."""
 from .composite import ObjectiveLoss
 from .contrastive import pool_concepts, simcse_loss
 from .deletion import DeletionCollator
-from .noising import DiffusionCollator
 from .masking import MaskingCollator, PaddingCollator, counter_uniform
+from .noising import DiffusionCollator
 from .regularisers import REGULARISERS, regulariser
 from .weighting import LossWeighting
 

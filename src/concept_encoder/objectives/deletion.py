@@ -13,41 +13,28 @@ Randomness is counter-based, as in `masking.py`: a function of (seed, epoch, blo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .masking import IGNORE_INDEX, counter_uniform, pad_blocks
+from .masking import IGNORE_INDEX, CorruptionCollator
 
 STREAM_DELETE = 11
 
 
-@dataclass
-class DeletionCollator:
-    pad_token_id: int
-    mask_token_id: int
-    special_token_ids: list[int]
+@dataclass(kw_only=True)
+class DeletionCollator(CorruptionCollator):
     rate: float = 0.6
-    seed: int = 0
-    epoch: int = 0
-    pad_to_multiple_of: int = 8
-    _special: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 < self.rate < 1.0:
             raise ValueError(f"deletion rate must be in (0, 1), got {self.rate}")
-        self._special = np.array(sorted(set(self.special_token_ids) | {self.pad_token_id}), dtype=np.int64)
-
-    @classmethod
-    def for_tokenizer(cls, tokenizer, **settings) -> "DeletionCollator":
-        return cls(pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,
-                   special_token_ids=list(tokenizer.all_special_ids), **settings)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        ids, real, index = pad_blocks(features, self.pad_token_id, self.pad_to_multiple_of)
-        deletable = real & ~np.isin(ids, self._special)
-        u = counter_uniform(self.seed, self.epoch, STREAM_DELETE, index, ids.shape[1])
+        ids, real, deletable, index = self.pad(features)
+        u = self.uniform(STREAM_DELETE, index, ids.shape[1])
         deleted = deletable & (u < self.rate)
         # every row keeps at least one of its deletable tokens: the one with the largest draw
         emptied = deletable.any(axis=1) & ~(deletable & ~deleted).any(axis=1)

@@ -53,6 +53,35 @@ def pad_blocks(features: list[dict], pad_token_id: int, multiple: int) -> tuple[
     return ids, real, np.array([f["index"] for f in features], dtype=np.int64)
 
 
+@dataclass(kw_only=True)
+class CorruptionCollator:
+    """Shared by the collators that corrupt whole blocks (deletion, diffusion noise): ids, specials, keys."""
+
+    pad_token_id: int
+    mask_token_id: int
+    special_token_ids: list[int]
+    seed: int = 0
+    epoch: int = 0  # set at each epoch by the trainer callback
+    pad_to_multiple_of: int = 8
+    _special: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._special = np.array(sorted(set(self.special_token_ids) | {self.pad_token_id}), dtype=np.int64)
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer, **settings):
+        return cls(pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,
+                   special_token_ids=list(tokenizer.all_special_ids), **settings)
+
+    def pad(self, features: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, real-token mask, corruptible mask (real, not special), block index)."""
+        ids, real, index = pad_blocks(features, self.pad_token_id, self.pad_to_multiple_of)
+        return ids, real, real & ~np.isin(ids, self._special), index
+
+    def uniform(self, stream: int, index: np.ndarray, width: int) -> np.ndarray:
+        return counter_uniform(self.seed, self.epoch, stream, index, width)
+
+
 @dataclass
 class MaskingCollator:
     """Pads a list of blocks and masks them: token MLM (`objective="mlm"`) or span masking (`"span"`)."""
@@ -78,7 +107,7 @@ class MaskingCollator:
         self._special = np.array(sorted(set(self.special_token_ids) | {self.pad_token_id}), dtype=np.int64)
 
     @classmethod
-    def for_tokenizer(cls, tokenizer, **settings) -> "MaskingCollator":
+    def for_tokenizer(cls, tokenizer, **settings) -> MaskingCollator:
         return cls(
             pad_token_id=tokenizer.pad_token_id,
             mask_token_id=tokenizer.mask_token_id,
@@ -173,7 +202,7 @@ class PaddingCollator:
     pad_to_multiple_of: int = 8
 
     @classmethod
-    def for_tokenizer(cls, tokenizer, **settings) -> "PaddingCollator":
+    def for_tokenizer(cls, tokenizer, **settings) -> PaddingCollator:
         return cls(pad_token_id=tokenizer.pad_token_id)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:

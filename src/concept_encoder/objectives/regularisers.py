@@ -77,7 +77,7 @@ def variance(concepts: torch.Tensor, scope: str = "batch", target_std: float = 1
 
 def covariance(concepts: torch.Tensor, scope: str = "batch") -> torch.Tensor:
     groups = _groups(concepts, scope)
-    G, n, H = groups.shape
+    _, n, H = groups.shape
     centred = groups - groups.mean(dim=1, keepdim=True)
     cov = centred.transpose(-2, -1) @ centred / (n - 1)  # [G, H, H]
     off = ~torch.eye(H, dtype=torch.bool, device=groups.device)

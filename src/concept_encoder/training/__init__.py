@@ -1,5 +1,5 @@
 """Training: the Trainer built from an experiment config, callbacks, run folders and resume."""
 
-from .pretrain import pretrain, prepare
+from .pretrain import prepare, pretrain
 
-__all__ = ["pretrain", "prepare"]
+__all__ = ["prepare", "pretrain"]
