@@ -93,3 +93,20 @@ def test_micro_runs_loss_falls_and_components_are_logged(tmp_path, objective):
         assert all(f"loss_{name}" in e and f"weight_{name}" in e for e in logs)
     if objective.get("weighting") == "kendall_gal":
         assert min(e["weight_task"] for e in logs) >= 0.5 * math.exp(-2.0)  # the floor over the run
+
+
+def test_a_non_finite_run_stops_and_leaves_only_good_checkpoints(tmp_path, capsys):
+    """An exploding learning rate: the run stops with one error line naming what broke, and every
+    checkpoint left on disk is complete with finite weights."""
+    from safetensors.torch import load_file
+
+    config = write_config(tmp_path, training={"max_steps": 40, "save_steps": 1, "eval_steps": 100, "learning_rate": 1e4,
+                                              "max_grad_norm": 1e9, "warmup_steps": 0, "save_total_limit": 100})
+    assert main(["pretrain", str(config), "--output-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "loss component 'task' is" in err or "non-finite parameters" in err
+    run = tmp_path / "runs" / "micro"
+    assert not (run / "train_summary.json").exists()
+    for checkpoint in (run / "checkpoints").iterdir():
+        assert (checkpoint / "trainer_state.json").exists()
+        assert all(torch.isfinite(t).all() for t in load_file(checkpoint / "model.safetensors").values())

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, CorpusError, TokenizerError, FileNotFoundError, PermissionError) as error:
+    except (ConfigError, CorpusError, TokenizerError, FileNotFoundError, PermissionError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

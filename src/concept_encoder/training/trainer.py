@@ -34,6 +34,14 @@ class PretrainingTrainer(Trainer):
             self._components.setdefault(f"weight_{name}", []).append(weight)
         return (total, None) if return_outputs else total
 
+    def _save_checkpoint(self, model, trial):
+        # never publish weights that are already broken: the last checkpoint on disk stays the last good one
+        broken = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            raise FloatingPointError(f"non-finite parameters ({broken[0]} and {len(broken) - 1} more) at step "
+                                     f"{self.state.global_step}; not saving, stopping")
+        super()._save_checkpoint(model, trial)
+
     def get_decay_parameter_names(self, model) -> list[str]:
         # learned loss weights are log-variances: decaying them would pull every weight towards 1/2
         return [n for n in super().get_decay_parameter_names(model) if "loss_weighting" not in n]
