@@ -134,3 +134,18 @@ def test_concept_encoder_zero_shot_through_the_same_code(tmp_path, data_dir, tok
     task = get_task("stsb")
     result = zero_shot_sts(model, loaded_tokenizer, task, load_split(task, "validation", data_dir)[:64])
     assert np.isfinite(result["spearman"]) and -100 <= result["spearman"] <= 100
+
+
+def test_zero_shot_cli_prints_model_beside_baseline(tmp_path, tokenizer, capsys):
+    from concept_encoder import ConceptEncoderForMaskedLM
+    from concept_encoder.cli import main
+
+    from .conftest import tiny_config
+
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert main(["zero-shot", str(tmp_path), "--tasks", "stsb"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stsb")][0].split()
+    assert row[:3] == ["stsb", "validation", "1500"] and float(row[4]) == pytest.approx(75.64, abs=0.01)
+    assert main(["zero-shot", str(tmp_path), "--tasks", "mrpc"]) == 2
+    assert "not a similarity task" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from pathlib import Path
 from .config import ConfigError, build_model_config, load_config
 from .data import DATA_ENV_VAR
 from .data.corpus import CorpusError
+from .data.tasks import TaskError
 from .data.tokenizer import TokenizerError
 from .training.runs import DEFAULT_OUTPUT_ROOT
 
@@ -63,6 +64,28 @@ def data_mirror(args: argparse.Namespace) -> int:
     return 0
 
 
+def zero_shot(args: argparse.Namespace) -> int:
+    """Zero-shot similarity of a model on STS tasks, beside the TF-IDF cosine baseline."""
+    from .data import resolve_data_dir
+    from .data.tasks import get_task, load_split, resolve_tasks
+    from .evaluation import load_encoder, tfidf_cosine_baseline, zero_shot_sts
+
+    data_dir = resolve_data_dir(args.data_dir, required=False)
+    tasks = [get_task(name) for name in resolve_tasks(args.tasks)]
+    for task in tasks:
+        if not task.is_regression:
+            raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
+    model, tokenizer = load_encoder(args.model)
+    print(f"{'task':<10}{'split':<12}{'n':>6}{'model Spearman':>16}{'TF-IDF cosine':>15}")
+    for task in tasks:
+        examples = load_split(task, args.split, data_dir)
+        train = load_split(task, "train", data_dir) if "train" in task.files else []
+        result = zero_shot_sts(model, tokenizer, task, examples, args.pooling)
+        baseline = 100 * tfidf_cosine_baseline(task, train, examples)["spearman"]
+        print(f"{task.name:<10}{args.split:<12}{len(examples):>6}{result['spearman']:>16.2f}{baseline:>15.2f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concept-encoder", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -81,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
     p.set_defaults(run=pretrain)
 
+    p = verbs.add_parser("zero-shot", help="zero-shot STS: cosine of pooled vectors, Spearman x 100, with baseline")
+    p.add_argument("model", help="a concept-encoder run's model/ folder, or any HF encoder folder or Hub name")
+    p.add_argument("--tasks", nargs="+", default=["zero-shot"], help="sts tasks or groups (default: %(default)s)")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--pooling", default="mean", choices=["mean"])
+    p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
+    p.set_defaults(run=zero_shot)
+
     data = verbs.add_parser("data", help="local data folder tools").add_subparsers(dest="data_verb", required=True)
     p = data.add_parser("mirror", help="copy Hub corpora into a local data folder (for offline clusters)")
     p.add_argument("names", nargs="+", help="corpus names, optionally NAME:SPLIT (e.g. wikitext-103-raw-v1)")
@@ -94,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, CorpusError, TokenizerError, FileNotFoundError, PermissionError, FloatingPointError) as error:
+    except (ConfigError, CorpusError, TokenizerError, TaskError, FileNotFoundError, PermissionError,
+            FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from ..data.tasks import Task
+from ..data.tasks import Task, TaskError
 from .metrics import compute_metrics
 
 POOLINGS = ("mean",)
 
 
-class EncoderError(ValueError):
-    pass
+class EncoderError(TaskError):
+    """A model path that is neither a concept encoder nor a loadable HF encoder."""
 
 
 def load_encoder(path: str | Path):
