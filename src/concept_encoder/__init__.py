@@ -6,6 +6,7 @@ Importing the package registers the model family with transformers' Auto classes
 from .modeling import (
     ConceptEncoderConfig,
     ConceptEncoderForMaskedLM,
+    ConceptEncoderForSequenceClassification,
     ConceptEncoderModel,
     ConceptEncoderOutput,
     ConceptEncoderPreTrainedModel,
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConceptEncoderConfig",
     "ConceptEncoderForMaskedLM",
+    "ConceptEncoderForSequenceClassification",
     "ConceptEncoderModel",
     "ConceptEncoderOutput",
     "ConceptEncoderPreTrainedModel",

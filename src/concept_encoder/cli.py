@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from .data import DATA_ENV_VAR
 from .data.corpus import CorpusError
 from .data.tasks import TaskError
 from .data.tokenizer import TokenizerError
-from .training.runs import DEFAULT_OUTPUT_ROOT
+from .training.runs import DEFAULT_OUTPUT_ROOT, check_writable
 
 
 def describe(args: argparse.Namespace) -> int:
@@ -86,6 +87,24 @@ def zero_shot(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    """Fine-tune a model on benchmark tasks (held-out selection, several seeds) beside the baselines."""
+    from .data import resolve_data_dir
+    from .data.tasks import get_task, resolve_tasks
+    from .evaluation.finetune import FinetuneSettings, evaluate_tasks, format_results
+
+    data_dir = resolve_data_dir(args.data_dir, required=False)
+    tasks = [get_task(name) for name in resolve_tasks(args.tasks)]
+    settings = FinetuneSettings(learning_rate=args.learning_rate, num_train_epochs=args.epochs,
+                                max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
+    output = Path(args.output_dir or Path(args.model) / "evaluation")
+    check_writable(output)
+    path = evaluate_tasks(args.model, tasks, data_dir, output, args.seeds, settings)
+    print(format_results(json.loads(path.read_text())))
+    print(f"results: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concept-encoder", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -111,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=["mean"])
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.set_defaults(run=zero_shot)
+
+    p = verbs.add_parser("evaluate", help="fine-tune on benchmark tasks; report beside the baselines")
+    p.add_argument("model", help="a concept-encoder model folder, or any HF encoder folder or Hub name")
+    p.add_argument("--tasks", nargs="+", default=["all"], help="tasks or groups (default: %(default)s)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--learning-rate", type=float, default=5e-5)
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--max-train-examples", type=int, help="a fixed slice of the training split (quick runs)")
+    p.add_argument("--max-eval-examples", type=int, help="a fixed slice of the reported split (quick runs)")
+    p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
+    p.add_argument("--output-dir", help="where results.json goes (default: MODEL/evaluation)")
+    p.set_defaults(run=evaluate)
 
     data = verbs.add_parser("data", help="local data folder tools").add_subparsers(dest="data_verb", required=True)
     p = data.add_parser("mirror", help="copy Hub corpora into a local data folder (for offline clusters)")

@@ -1,8 +1,9 @@
 """Model layer: config, attention, concept layers, decoder, and the Hugging Face model classes."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from .configuration import ConceptEncoderConfig
+from .heads import ConceptEncoderForSequenceClassification
 from .modeling_concept_encoder import (
     ConceptEncoderForMaskedLM,
     ConceptEncoderModel,
@@ -14,10 +15,12 @@ from .modeling_concept_encoder import (
 AutoConfig.register(ConceptEncoderConfig.model_type, ConceptEncoderConfig, exist_ok=True)
 AutoModel.register(ConceptEncoderConfig, ConceptEncoderModel, exist_ok=True)
 AutoModelForMaskedLM.register(ConceptEncoderConfig, ConceptEncoderForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(ConceptEncoderConfig, ConceptEncoderForSequenceClassification, exist_ok=True)
 
 __all__ = [
     "ConceptEncoderConfig",
     "ConceptEncoderForMaskedLM",
+    "ConceptEncoderForSequenceClassification",
     "ConceptEncoderModel",
     "ConceptEncoderOutput",
     "ConceptEncoderPreTrainedModel",

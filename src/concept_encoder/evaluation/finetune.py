@@ -1,0 +1,184 @@
+"""Fine-tuning protocol: select on a split held out from training, report on another, several seeds.
+
+- The training split is divided once, by a hash of each example's text, into `train` (90%) and
+  `selection` (10%). The Trainer evaluates on `selection` every epoch and keeps the best checkpoint by
+  the task's headline metric (F1 for MRPC/QQP/PAWS, MCC for CoLA, Spearman for STS, else accuracy),
+  the metric that is reported. The reported split (`validation`) is never seen before the final
+  prediction.
+- PAWS has no training split in the local folder: a fixed half of its dev split (by hash) fine-tunes
+  (with its own selection part), the other half is reported. Results say so (`protocol` field).
+- Pairs are encoded jointly ([CLS] a [SEP] b [SEP]), as in GLUE practice.
+- Concept encoders get `ConceptEncoderForSequenceClassification` (weighted concept pooling); any other
+  HF encoder its own `AutoModelForSequenceClassification` head, so references run through the same code.
+- Baselines (majority class or TF-IDF cosine, and TF-IDF + linear model) on the same train/report splits
+  are stored beside the model's numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from ..data.blocks import document_hash
+from ..data.tasks import Task, TaskError, load_split
+from ..data.tokenizer import _offline_folder
+from ..training.runs import write_json
+from .baselines import majority_baseline, tfidf_cosine_baseline, tfidf_linear_baseline
+from .metrics import compute_metrics
+
+
+@dataclass
+class FinetuneSettings:
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 3.0
+    per_device_train_batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_steps: float = 0.1
+    max_length: int = 128
+    selection_fraction: float = 0.1
+    max_train_examples: int | None = None  # a fixed slice for quick runs
+    max_eval_examples: int | None = None
+
+
+def hash_split(examples: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
+    """(rest, held out): an example is held out when a hash of its texts falls below `fraction`."""
+    held = [document_hash(f"{e['text_a']}\x00{e['text_b']}") < fraction for e in examples]
+    return [e for e, h in zip(examples, held) if not h], [e for e, h in zip(examples, held) if h]
+
+
+def protocol_splits(task: Task, data_dir: Path | None, settings: FinetuneSettings) -> tuple[list, list, list, str]:
+    """(train, selection, report, protocol description)."""
+    if "train" in task.files or data_dir is None:
+        try:
+            full_train = load_split(task, "train", data_dir)
+            report = load_split(task, "validation", data_dir)
+            protocol = "train split minus a hashed 10% for selection; reported on validation"
+        except TaskError:
+            if task.name != "paws":
+                raise
+            full_train = None
+    else:
+        full_train = None
+    if full_train is None:  # PAWS locally: only dev
+        dev = load_split(task, "validation", data_dir)
+        report, full_train = hash_split(dev, 0.5)
+        protocol = "no train split: a hashed half of dev fine-tunes (10% of it for selection); the other half is reported"
+    train, selection = hash_split(full_train, settings.selection_fraction)
+    if settings.max_train_examples:
+        train = train[: settings.max_train_examples]
+        selection = selection[: max(16, settings.max_train_examples // 8)]
+    if settings.max_eval_examples:
+        report = report[: settings.max_eval_examples]
+    for name, part in (("train", train), ("selection", selection), ("report", report)):
+        if not part:
+            raise TaskError(f"{task.name}: the {name} split is empty")
+    return train, selection, report, protocol
+
+
+def _dataset(examples: list[dict], tokenizer, max_length: int) -> Dataset:
+    texts_b = [e["text_b"] for e in examples] if examples[0]["text_b"] is not None else None
+    encoded = tokenizer([e["text_a"] for e in examples], texts_b, truncation=True, max_length=max_length)
+    return Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                              "labels": [e["label"] for e in examples]})
+
+
+def load_classifier(model_path: str | Path, task: Task):
+    source = _offline_folder(str(model_path)) or str(model_path)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer_source = Path(source) / "tokenizer" if (Path(source) / "tokenizer").is_dir() else source
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=task.num_labels, problem_type="regression" if task.is_regression else None)
+    except Exception as error:  # not a model folder, no classification head for this architecture
+        raise TaskError(f"{model_path}: not a concept encoder nor a loadable Hugging Face encoder "
+                        f"({type(error).__name__}: {error})") from None
+    return model, tokenizer, config.model_type
+
+
+def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Path, seeds: list[int],
+                  settings: FinetuneSettings) -> dict:
+    train, selection, report, protocol = protocol_splits(task, data_dir, settings)
+    headline = task.metrics[0]
+    runs = []
+    for seed in seeds:
+        set_seed(seed)
+        model, tokenizer, model_type = load_classifier(model_path, task)
+        args = TrainingArguments(
+            output_dir=str(output_dir / f"{task.name}_seed{seed}"), seed=seed, data_seed=seed,
+            learning_rate=settings.learning_rate, num_train_epochs=settings.num_train_epochs,
+            per_device_train_batch_size=settings.per_device_train_batch_size, per_device_eval_batch_size=64,
+            weight_decay=settings.weight_decay, warmup_steps=settings.warmup_steps, eval_strategy="epoch",
+            save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
+            metric_for_best_model=headline, greater_is_better=True, report_to="none", logging_steps=50,
+            use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            disable_tqdm=True,
+        )
+
+        def metrics(prediction):
+            logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+            predicted = logits.reshape(-1) if task.is_regression else logits.argmax(-1)
+            return compute_metrics(task, predicted, prediction.label_ids)
+
+        started = time.time()
+        trainer = Trainer(model=model, args=args, train_dataset=_dataset(train, tokenizer, settings.max_length),
+                          eval_dataset=_dataset(selection, tokenizer, settings.max_length),
+                          data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics)
+        trainer.train()
+        predicted = trainer.predict(_dataset(report, tokenizer, settings.max_length))
+        scores = metrics(predicted)
+        runs.append({"seed": seed, **scores, "selection_best": trainer.state.best_metric,
+                     "seconds": round(time.time() - started, 1)})
+        shutil.rmtree(args.output_dir, ignore_errors=True)  # the best weights were only a means to the report
+    summary = {name: {"mean": statistics.fmean(r[name] for r in runs),
+                      "std": statistics.pstdev(r[name] for r in runs)} for name in runs[0]
+               if name not in ("seed", "selection_best", "seconds")}
+    baselines = {"tfidf_linear": tfidf_linear_baseline(task, train, report)}
+    if task.is_regression:
+        baselines["tfidf_cosine"] = tfidf_cosine_baseline(task, train, report)
+    else:
+        baselines["majority"] = majority_baseline(task, train, report)
+    return {"task": task.name, "model": str(model_path), "model_type": model_type, "headline_metric": headline,
+            "protocol": protocol, "sizes": {"train": len(train), "selection": len(selection), "report": len(report)},
+            "settings": asdict(settings), "seeds": seeds, "runs": runs, "summary": summary, "baselines": baselines}
+
+
+def evaluate_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_dir: Path, seeds: list[int],
+                   settings: FinetuneSettings) -> Path:
+    """Fine-tune and report every task; writes results.json (atomically) and returns its path."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results = {"model": str(model_path), "tasks": {}}
+    for task in tasks:
+        results["tasks"][task.name] = finetune_task(model_path, task, data_dir, output_dir / "work", seeds, settings)
+        write_json(output_dir / "results.json", results)  # after every task: nothing finished is lost
+    return output_dir / "results.json"
+
+
+def format_results(results: dict) -> str:
+    lines = [f"{'task':<9}{'metric':<10}{'model (mean ± std)':>22}{'baseline':>12}  baseline name"]
+    for name, result in results["tasks"].items():
+        metric = result["headline_metric"]
+        model = result["summary"][metric]
+        base_name = "tfidf_cosine" if "tfidf_cosine" in result["baselines"] else "majority"
+        base = result["baselines"][base_name][metric]
+        lines.append(f"{name:<9}{metric:<10}{100 * model['mean']:>14.2f} ± {100 * model['std']:<5.2f}"
+                     f"{100 * base:>12.2f}  {base_name}")
+    return "\n".join(lines)
+
+
+__all__ = ["FinetuneSettings", "evaluate_tasks", "finetune_task", "format_results", "hash_split", "protocol_splits"]

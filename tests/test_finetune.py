@@ -1,0 +1,55 @@
+"""Fine-tuning protocol: disjoint selection/report splits, PAWS without train, end-to-end results.json."""
+
+import json
+
+from concept_encoder import ConceptEncoderForMaskedLM
+from concept_encoder.cli import main
+from concept_encoder.data.local import resolve_data_dir
+from concept_encoder.data.tasks import get_task
+from concept_encoder.evaluation.finetune import FinetuneSettings, protocol_splits
+
+from .conftest import tiny_config
+
+
+def _keys(examples):
+    return {(e["text_a"], e["text_b"]) for e in examples}
+
+
+def test_selection_is_held_out_of_training_and_report_is_never_seen():
+    train, selection, report, protocol = protocol_splits(get_task("mrpc"), resolve_data_dir(), FinetuneSettings())
+    assert not _keys(train) & _keys(selection) and not _keys(selection) & _keys(report)
+    assert 0.07 < len(selection) / (len(train) + len(selection)) < 0.13 and len(report) == 408
+    assert "reported on validation" in protocol
+
+
+def test_paws_fine_tunes_on_half_of_dev_and_says_so():
+    train, selection, report, protocol = protocol_splits(get_task("paws"), resolve_data_dir(), FinetuneSettings())
+    assert len(train) + len(selection) + len(report) == 8000 and 0.45 < len(report) / 8000 < 0.55
+    assert not _keys(train + selection) & _keys(report)
+    assert "no train split" in protocol
+
+
+def test_micro_concept_encoder_fine_tunes_on_stsb_and_mrpc(tmp_path, tokenizer, capsys):
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = ["evaluate", str(model_dir), "--tasks", "stsb", "mrpc", "--seeds", "1", "2", "--epochs", "1",
+            "--max-train-examples", "128", "--max-eval-examples", "100", "--output-dir", str(tmp_path / "eval")]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    stsb, mrpc = results["tasks"]["stsb"], results["tasks"]["mrpc"]
+    assert stsb["headline_metric"] == "spearman" and mrpc["headline_metric"] == "f1"
+    assert [r["seed"] for r in mrpc["runs"]] == [1, 2] and set(mrpc["summary"]["f1"]) == {"mean", "std"}
+    assert "majority" in mrpc["baselines"] and "tfidf_cosine" in stsb["baselines"]
+    assert mrpc["sizes"] == {"train": 128, "selection": 16, "report": 100}
+    assert "mrpc" in capsys.readouterr().out
+
+
+def test_unknown_task_is_one_clear_error(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path), "--tasks", "glu"]) == 2
+    assert "unknown task 'glu'" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_no_model(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path), "--tasks", "rte", "--seeds", "1", "--output-dir", str(tmp_path / "o")]) == 2
+    assert "not a concept encoder nor a loadable Hugging Face encoder" in capsys.readouterr().err
