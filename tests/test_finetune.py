@@ -45,6 +45,18 @@ def test_micro_concept_encoder_fine_tunes_on_stsb_and_mrpc(tmp_path, tokenizer, 
     assert "mrpc" in capsys.readouterr().out
 
 
+def test_via_decoder_head_through_the_cli(tmp_path, tokenizer):
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = ["evaluate", str(model_dir), "--tasks", "rte", "--seeds", "1", "--epochs", "1", "--head",
+            "via_decoder_no_bypass", "--max-train-examples", "64", "--max-eval-examples", "50",
+            "--output-dir", str(tmp_path / "eval")]
+    assert main(args) == 0
+    rte = json.loads((tmp_path / "eval" / "results.json").read_text())["tasks"]["rte"]
+    assert rte["settings"]["head"] == "via_decoder_no_bypass" and 0 <= rte["summary"]["accuracy"]["mean"] <= 1
+
+
 def test_unknown_task_is_one_clear_error(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path), "--tasks", "glu"]) == 2
     assert "unknown task 'glu'" in capsys.readouterr().err

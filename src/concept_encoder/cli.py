@@ -96,7 +96,8 @@ def evaluate(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir, required=False)
     tasks = [get_task(name) for name in resolve_tasks(args.tasks)]
     settings = FinetuneSettings(learning_rate=args.learning_rate, num_train_epochs=args.epochs,
-                                max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
+                                max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
+                                head=args.head)
     output = Path(args.output_dir or Path(args.model) / "evaluation")
     check_writable(output)
     path = evaluate_tasks(args.model, tasks, data_dir, output, args.seeds, settings)
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--max-train-examples", type=int, help="a fixed slice of the training split (quick runs)")
     p.add_argument("--max-eval-examples", type=int, help="a fixed slice of the reported split (quick runs)")
+    p.add_argument("--head", default="weighted", choices=["weighted", "via_decoder", "via_decoder_no_bypass"],
+                   help="concept-encoder head (HF encoders use their own)")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--output-dir", help="where results.json goes (default: MODEL/evaluation)")
     p.set_defaults(run=evaluate)

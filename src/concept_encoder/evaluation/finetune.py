@@ -53,6 +53,14 @@ class FinetuneSettings:
     selection_fraction: float = 0.1
     max_train_examples: int | None = None  # a fixed slice for quick runs
     max_eval_examples: int | None = None
+    head: str = "weighted"  # concept encoders: weighted | via_decoder | via_decoder_no_bypass
+
+
+HEADS = {
+    "weighted": {"classifier_pooling": "weighted"},
+    "via_decoder": {"classifier_pooling": "via_decoder", "classifier_token_bypass": True},
+    "via_decoder_no_bypass": {"classifier_pooling": "via_decoder", "classifier_token_bypass": False},
+}
 
 
 def hash_split(examples: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
@@ -97,14 +105,16 @@ def _dataset(examples: list[dict], tokenizer, max_length: int) -> Dataset:
                               "labels": [e["label"] for e in examples]})
 
 
-def load_classifier(model_path: str | Path, task: Task):
+def load_classifier(model_path: str | Path, task: Task, head: str = "weighted"):
     source = _offline_folder(str(model_path)) or str(model_path)
     try:
         config = AutoConfig.from_pretrained(source)
         tokenizer_source = Path(source) / "tokenizer" if (Path(source) / "tokenizer").is_dir() else source
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        head_settings = HEADS[head] if config.model_type == "concept_encoder" else {}
         model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=task.num_labels, problem_type="regression" if task.is_regression else None)
+            source, num_labels=task.num_labels, problem_type="regression" if task.is_regression else None,
+            **head_settings)
     except Exception as error:  # not a model folder, no classification head for this architecture
         raise TaskError(f"{model_path}: not a concept encoder nor a loadable Hugging Face encoder "
                         f"({type(error).__name__}: {error})") from None
@@ -118,7 +128,7 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
     runs = []
     for seed in seeds:
         set_seed(seed)
-        model, tokenizer, model_type = load_classifier(model_path, task)
+        model, tokenizer, model_type = load_classifier(model_path, task, settings.head)
         args = TrainingArguments(
             output_dir=str(output_dir / f"{task.name}_seed{seed}"), seed=seed, data_seed=seed,
             learning_rate=settings.learning_rate, num_train_epochs=settings.num_train_epochs,

@@ -98,6 +98,10 @@ class ConceptEncoderConfig(PretrainedConfig):
     diffusion_elbo_weighting: bool = True  # weight token losses by 1/t (MDLM)
     label_smoothing: float = 0.0
 
+    # --- classification head (fine-tuning) ---
+    classifier_pooling: str = "weighted"  # weighted: softmax-weighted concepts | via_decoder: the pretrained decoder
+    classifier_token_bypass: bool = True  # via_decoder with perceiver_io queries: False = position queries only
+
     # --- regularisation, numerics, initialisation ---
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
@@ -183,6 +187,10 @@ class ConceptEncoderConfig(PretrainedConfig):
             require(0.0 <= getattr(self, field) < 1.0, field, f"must be in [0, 1), got {getattr(self, field)}")
         require(self.initializer_range > 0, "initializer_range", "must be positive")
         require(self.layer_norm_eps > 0, "layer_norm_eps", "must be positive")
+        require(self.classifier_pooling in ("weighted", "via_decoder"), "classifier_pooling",
+                f"{self.classifier_pooling!r} is not 'weighted' or 'via_decoder'")
+        require(self.classifier_pooling != "via_decoder" or self.decoder_type in ("perceiver_io", "position_only"),
+                "classifier_pooling", "via_decoder needs a perceiver_io or position_only decoder")
         require(self.diffusion_mixing in DIFFUSION_MIXING, "diffusion_mixing",
                 f"{self.diffusion_mixing!r} is not one of {DIFFUSION_MIXING}")
         require(self.diffusion_kernel_size > 0 and self.diffusion_kernel_size % 2 == 1, "diffusion_kernel_size",

@@ -41,10 +41,11 @@ class ConceptDecoder(nn.Module):
         position_ids: torch.Tensor,  # [B, M] positions of the queries
         token_embeds: torch.Tensor | None = None,  # [B, M, Dt] word embeddings; perceiver_io only
         need_weights: bool = False,
+        use_tokens: bool = True,  # False: position-only queries even for perceiver_io (no token bypass)
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Returns decoded states [B, M, H] and, when asked, per-layer attention maps [B, h, M, C]."""
         B, M = position_ids.shape
-        if self.query_type == "perceiver_io":
+        if self.query_type == "perceiver_io" and use_tokens:
             if token_embeds is None:
                 raise ValueError("decoder_type='perceiver_io' needs the token embeddings of the query positions")
             queries = token_embeds if self.token_proj is None else self.token_proj(token_embeds)

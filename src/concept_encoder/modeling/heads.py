@@ -1,8 +1,13 @@
 """Task heads on the concept encoder.
 
-`ConceptEncoderForSequenceClassification` (the default head): weighted concept pooling, then a linear
-classifier. s_k = w·c_k + b, α = softmax_k(s), z = LN(Σ_k α_k c_k), logits = W·dropout(z).
-num_labels == 1 is regression (MSE on the raw score); otherwise cross-entropy.
+`ConceptEncoderForSequenceClassification`, pooling by `config.classifier_pooling`:
+- "weighted" (default): s_k = w·c_k + b, α = softmax_k(s), z = LN(Σ_k α_k c_k);
+- "via_decoder": the pretraining decoder module itself (`ConceptDecoder`, same parameter names, so a
+  pretraining checkpoint loads into it) decodes every real position from the concepts; z = LN(masked
+  mean of the decoded states). With perceiver_io queries the token embeddings enter the queries and
+  so reach z without passing through the concepts (the original's bypass);
+  `classifier_token_bypass: false` uses position-only queries, so only the concepts feed the head.
+logits = W·dropout(z); num_labels == 1 is regression (MSE on the raw score), otherwise cross-entropy.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration import ConceptEncoderConfig
+from .decoder import ConceptDecoder
+from .embeddings import default_positions
 from .modeling_concept_encoder import ConceptEncoderModel, ConceptEncoderPreTrainedModel
 
 
@@ -46,7 +53,11 @@ class ConceptEncoderForSequenceClassification(ConceptEncoderPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.encoder = ConceptEncoderModel(config)
-        self.pooling = WeightedConceptPooling(config)
+        if config.classifier_pooling == "via_decoder":
+            self.decoder = ConceptDecoder(config)
+            self.decoder_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.pooling = WeightedConceptPooling(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
@@ -60,7 +71,10 @@ class ConceptEncoderForSequenceClassification(ConceptEncoderPreTrainedModel):
         return_dict: bool | None = None,
     ) -> ConceptClassifierOutput:
         concepts = self.encoder(input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = self.pooling(concepts)
+        if self.config.classifier_pooling == "via_decoder":
+            pooled = self._via_decoder(concepts, input_ids, attention_mask)
+        else:
+            pooled = self.pooling(concepts)
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:
@@ -69,3 +83,12 @@ class ConceptEncoderForSequenceClassification(ConceptEncoderPreTrainedModel):
             else:
                 loss = F.cross_entropy(logits.float(), labels.long())
         return ConceptClassifierOutput(loss=loss, logits=logits, pooled=pooled)
+
+    def _via_decoder(self, concepts, input_ids, attention_mask):
+        positions = default_positions(input_ids)
+        bypass = self.config.decoder_type == "perceiver_io" and self.config.classifier_token_bypass
+        embeds = self.encoder.embeddings.word_embeddings(input_ids) if bypass else None
+        states, _ = self.decoder(concepts, positions, embeds, use_tokens=bypass)  # [B, N, H]
+        real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        real = real[..., None].to(states.dtype)
+        return self.decoder_norm((states * real).sum(1) / real.sum(1).clamp(min=1))
