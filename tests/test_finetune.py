@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from concept_encoder import ConceptEncoderForMaskedLM
 from concept_encoder.cli import main
 from concept_encoder.data.local import resolve_data_dir
@@ -65,3 +67,32 @@ def test_unknown_task_is_one_clear_error(tmp_path, capsys):
 def test_a_folder_that_is_no_model(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path), "--tasks", "rte", "--seeds", "1", "--output-dir", str(tmp_path / "o")]) == 2
     assert "not a concept encoder nor a loadable Hugging Face encoder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("head, task", [("pair", "mrpc"), ("pair_cosine", "stsb")])
+def test_sentence_pair_heads_through_the_cli(tmp_path, tokenizer, head, task):
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = ["evaluate", str(model_dir), "--tasks", task, "--seeds", "1", "--epochs", "1", "--head", head,
+            "--max-train-examples", "64", "--max-eval-examples", "50", "--output-dir", str(tmp_path / "eval")]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())["tasks"][task]
+    assert result["settings"]["head"] == head
+    assert all(abs(v["mean"]) <= 1 for v in result["summary"].values())
+
+
+def test_pair_cosine_head_is_the_cosine_of_separately_pooled_sentences(tokenizer, batch):
+    import torch
+
+    from concept_encoder.modeling import ConceptEncoderForSentencePairClassification
+
+    model = ConceptEncoderForSentencePairClassification(tiny_config(tokenizer.vocab_size, num_labels=1),
+                                                        cosine_only=True).eval()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        out = model(ids, ids.flip(0), mask, mask.flip(0))
+        expected = torch.nn.functional.cosine_similarity(model.embed(ids, mask), model.embed(ids.flip(0), mask.flip(0)))
+        alone = model.embed(ids[:1, : int(mask[0].sum())])  # no padding: the same vector
+    torch.testing.assert_close(out.logits[:, 0], expected)
+    torch.testing.assert_close(alone, model.embed(ids, mask)[:1], atol=1e-5, rtol=1e-5)

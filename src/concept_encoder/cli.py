@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--max-train-examples", type=int, help="a fixed slice of the training split (quick runs)")
     p.add_argument("--max-eval-examples", type=int, help="a fixed slice of the reported split (quick runs)")
-    p.add_argument("--head", default="weighted", choices=["weighted", "via_decoder", "via_decoder_no_bypass"],
+    p.add_argument("--head", default="weighted", choices=["weighted", "via_decoder", "via_decoder_no_bypass", "pair", "pair_cosine"],
                    help="concept-encoder head (HF encoders use their own)")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--output-dir", help="where results.json goes (default: MODEL/evaluation)")

@@ -37,6 +37,7 @@ from transformers import (
 from ..data.blocks import document_hash
 from ..data.tasks import Task, TaskError, load_split
 from ..data.tokenizer import _offline_folder
+from ..modeling import ConceptEncoderForSentencePairClassification
 from ..training.runs import write_json
 from .baselines import majority_baseline, tfidf_cosine_baseline, tfidf_linear_baseline
 from .metrics import compute_metrics
@@ -53,7 +54,7 @@ class FinetuneSettings:
     selection_fraction: float = 0.1
     max_train_examples: int | None = None  # a fixed slice for quick runs
     max_eval_examples: int | None = None
-    head: str = "weighted"  # concept encoders: weighted | via_decoder | via_decoder_no_bypass
+    head: str = "weighted"  # concept encoders: weighted | via_decoder | via_decoder_no_bypass | pair | pair_cosine
 
 
 HEADS = {
@@ -61,6 +62,7 @@ HEADS = {
     "via_decoder": {"classifier_pooling": "via_decoder", "classifier_token_bypass": True},
     "via_decoder_no_bypass": {"classifier_pooling": "via_decoder", "classifier_token_bypass": False},
 }
+PAIR_HEADS = ("pair", "pair_cosine")  # sentences encoded separately
 
 
 def hash_split(examples: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
@@ -98,11 +100,36 @@ def protocol_splits(task: Task, data_dir: Path | None, settings: FinetuneSetting
     return train, selection, report, protocol
 
 
-def _dataset(examples: list[dict], tokenizer, max_length: int) -> Dataset:
+def _dataset(examples: list[dict], tokenizer, max_length: int, separate: bool = False,
+             label_scale: float = 1.0) -> Dataset:
+    """Joint encoding ([CLS] a [SEP] b [SEP]), or each sentence on its own (`separate`, pair heads)."""
+    texts_a = [e["text_a"] for e in examples]
     texts_b = [e["text_b"] for e in examples] if examples[0]["text_b"] is not None else None
-    encoded = tokenizer([e["text_a"] for e in examples], texts_b, truncation=True, max_length=max_length)
-    return Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-                              "labels": [e["label"] for e in examples]})
+    columns = {"labels": [e["label"] / label_scale for e in examples]}
+    if separate:
+        if texts_b is None:
+            raise TaskError("the pair heads need a sentence-pair task")
+        a = tokenizer(texts_a, truncation=True, max_length=max_length)
+        b = tokenizer(texts_b, truncation=True, max_length=max_length)
+        columns.update(input_ids=a["input_ids"], attention_mask=a["attention_mask"],
+                       input_ids_b=b["input_ids"], attention_mask_b=b["attention_mask"])
+    else:
+        encoded = tokenizer(texts_a, texts_b, truncation=True, max_length=max_length)
+        columns.update(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+    return Dataset.from_dict(columns)
+
+
+class PairCollator:
+    """Pads the two sentences of each pair separately."""
+
+    def __init__(self, tokenizer):
+        self.pad = DataCollatorWithPadding(tokenizer)
+
+    def __call__(self, features: list[dict]) -> dict:
+        a = self.pad([{"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]} for f in features])
+        b = self.pad([{"input_ids": f["input_ids_b"], "attention_mask": f["attention_mask_b"]} for f in features])
+        return {**a, "input_ids_b": b["input_ids"], "attention_mask_b": b["attention_mask"],
+                "labels": torch.tensor([f["labels"] for f in features])}
 
 
 def load_classifier(model_path: str | Path, task: Task, head: str = "weighted"):
@@ -111,10 +138,18 @@ def load_classifier(model_path: str | Path, task: Task, head: str = "weighted"):
         config = AutoConfig.from_pretrained(source)
         tokenizer_source = Path(source) / "tokenizer" if (Path(source) / "tokenizer").is_dir() else source
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        head_settings = HEADS[head] if config.model_type == "concept_encoder" else {}
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=task.num_labels, problem_type="regression" if task.is_regression else None,
-            **head_settings)
+        problem = "regression" if task.is_regression else None
+        if head in PAIR_HEADS:
+            if config.model_type != "concept_encoder":
+                raise TaskError(f"{model_path}: the {head} head is for concept encoders")
+            model = ConceptEncoderForSentencePairClassification.from_pretrained(
+                source, num_labels=task.num_labels, problem_type=problem, cosine_only=head == "pair_cosine")
+        else:
+            head_settings = HEADS[head] if config.model_type == "concept_encoder" else {}
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=task.num_labels, problem_type=problem, **head_settings)
+    except TaskError:
+        raise
     except Exception as error:  # not a model folder, no classification head for this architecture
         raise TaskError(f"{model_path}: not a concept encoder nor a loadable Hugging Face encoder "
                         f"({type(error).__name__}: {error})") from None
@@ -125,6 +160,10 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
                   settings: FinetuneSettings) -> dict:
     train, selection, report, protocol = protocol_splits(task, data_dir, settings)
     headline = task.metrics[0]
+    if settings.head == "pair_cosine" and not task.is_regression:
+        raise TaskError(f"{task.name}: the pair_cosine head regresses similarity; use it on sts tasks")
+    separate = settings.head in PAIR_HEADS
+    scale = task.label_range[1] if settings.head == "pair_cosine" else 1.0  # cosines meet scores in [0, 1]
     runs = []
     for seed in seeds:
         set_seed(seed)
@@ -137,7 +176,7 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
             save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
             metric_for_best_model=headline, greater_is_better=True, report_to="none", logging_steps=50,
             use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-            disable_tqdm=True,
+            disable_tqdm=True, remove_unused_columns=not separate,
         )
 
         def metrics(prediction):
@@ -146,11 +185,13 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
             return compute_metrics(task, predicted, prediction.label_ids)
 
         started = time.time()
-        trainer = Trainer(model=model, args=args, train_dataset=_dataset(train, tokenizer, settings.max_length),
-                          eval_dataset=_dataset(selection, tokenizer, settings.max_length),
-                          data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics)
+        trainer = Trainer(model=model, args=args,
+                          train_dataset=_dataset(train, tokenizer, settings.max_length, separate, scale),
+                          eval_dataset=_dataset(selection, tokenizer, settings.max_length, separate, scale),
+                          data_collator=PairCollator(tokenizer) if separate else DataCollatorWithPadding(tokenizer),
+                          compute_metrics=metrics)
         trainer.train()
-        predicted = trainer.predict(_dataset(report, tokenizer, settings.max_length))
+        predicted = trainer.predict(_dataset(report, tokenizer, settings.max_length, separate, scale))
         scores = metrics(predicted)
         runs.append({"seed": seed, **scores, "selection_best": trainer.state.best_metric,
                      "seconds": round(time.time() - started, 1)})

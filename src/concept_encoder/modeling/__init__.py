@@ -3,7 +3,7 @@
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from .configuration import ConceptEncoderConfig
-from .heads import ConceptEncoderForSequenceClassification
+from .heads import ConceptEncoderForSentencePairClassification, ConceptEncoderForSequenceClassification
 from .modeling_concept_encoder import (
     ConceptEncoderForMaskedLM,
     ConceptEncoderModel,
@@ -20,6 +20,7 @@ AutoModelForSequenceClassification.register(ConceptEncoderConfig, ConceptEncoder
 __all__ = [
     "ConceptEncoderConfig",
     "ConceptEncoderForMaskedLM",
+    "ConceptEncoderForSentencePairClassification",
     "ConceptEncoderForSequenceClassification",
     "ConceptEncoderModel",
     "ConceptEncoderOutput",

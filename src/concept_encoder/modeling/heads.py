@@ -92,3 +92,46 @@ class ConceptEncoderForSequenceClassification(ConceptEncoderPreTrainedModel):
         real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         real = real[..., None].to(states.dtype)
         return self.decoder_norm((states * real).sum(1) / real.sum(1).clamp(min=1))
+
+
+class ConceptEncoderForSentencePairClassification(ConceptEncoderPreTrainedModel):
+    """Each sentence encoded on its own by the shared encoder and pooled by the shared weighted pooling into
+    u and v; logits = W·dropout([u, v, |u − v|, u ⊙ v]). With `cosine_only` the output is cos(u, v) [B, 1],
+    trained by MSE against scores the caller scales to [0, 1] (the evaluation protocol divides STS labels by
+    their maximum; the original regressed cosines on raw 0–5 scores)."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\.", r"^loss_weighting\."]
+
+    def __init__(self, config: ConceptEncoderConfig, cosine_only: bool = False):
+        super().__init__(config)
+        self.cosine_only = cosine_only
+        self.encoder = ConceptEncoderModel(config)
+        self.pooling = WeightedConceptPooling(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = None if cosine_only else nn.Linear(4 * config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.pooling(self.encoder(input_ids, attention_mask=attention_mask).last_hidden_state)  # [B, H]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        input_ids_b: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        attention_mask_b: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> ConceptClassifierOutput:
+        u, v = self.embed(input_ids, attention_mask), self.embed(input_ids_b, attention_mask_b)
+        if self.cosine_only:
+            logits = F.cosine_similarity(u, v, dim=-1)[:, None]
+        else:
+            logits = self.classifier(self.dropout(torch.cat([u, v, (u - v).abs(), u * v], dim=-1)))
+        loss = None
+        if labels is not None:
+            if logits.shape[-1] == 1:
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+            else:
+                loss = F.cross_entropy(logits.float(), labels.long())
+        return ConceptClassifierOutput(loss=loss, logits=logits, pooled=u)
