@@ -96,3 +96,33 @@ def test_pair_cosine_head_is_the_cosine_of_separately_pooled_sentences(tokenizer
         alone = model.embed(ids[:1, : int(mask[0].sum())])  # no padding: the same vector
     torch.testing.assert_close(out.logits[:, 0], expected)
     torch.testing.assert_close(alone, model.embed(ids, mask)[:1], atol=1e-5, rtol=1e-5)
+
+
+def test_per_task_settings_from_the_config_file():
+    from pathlib import Path
+
+    from concept_encoder.evaluation.finetune import load_settings
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "eval" / "default.yaml"
+    settings = load_settings(path, ["mrpc", "qnli"], learning_rate=1e-4, num_train_epochs=None)
+    assert settings["mrpc"].num_train_epochs == 10 and settings["qnli"].num_train_epochs == 3
+    assert settings["mrpc"].learning_rate == settings["qnli"].learning_rate == 1e-4  # the override wins
+
+
+def test_bad_settings_are_clear_errors(tmp_path):
+    from concept_encoder.config import ConfigError
+    from concept_encoder.evaluation.finetune import load_settings
+
+    path = tmp_path / "eval.yaml"
+    path.write_text("tasks:\n  mrpc: {epochs: 3}\n")
+    with pytest.raises(ConfigError, match=r"\[tasks.mrpc\] unknown key\(s\) \['epochs'\]"):
+        load_settings(path, ["mrpc"])
+
+
+def test_mnli_reports_what_it_can_of_matched_and_mismatched(tmp_path, tokenizer):
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = ["evaluate", str(model_dir), "--tasks", "mnli", "--seeds", "1", "--epochs", "1",
+            "--max-train-examples", "64", "--max-eval-examples", "50", "--output-dir", str(tmp_path / "eval")]
+    assert main(args) == 2  # locally MNLI has no train split: a clear error, not a silent swap

@@ -91,13 +91,13 @@ def evaluate(args: argparse.Namespace) -> int:
     """Fine-tune a model on benchmark tasks (held-out selection, several seeds) beside the baselines."""
     from .data import resolve_data_dir
     from .data.tasks import get_task, resolve_tasks
-    from .evaluation.finetune import FinetuneSettings, evaluate_tasks, format_results
+    from .evaluation.finetune import evaluate_tasks, format_results, load_settings
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
     tasks = [get_task(name) for name in resolve_tasks(args.tasks)]
-    settings = FinetuneSettings(learning_rate=args.learning_rate, num_train_epochs=args.epochs,
-                                max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-                                head=args.head)
+    settings = load_settings(args.config, [t.name for t in tasks], learning_rate=args.learning_rate,
+                             num_train_epochs=args.epochs, max_train_examples=args.max_train_examples,
+                             max_eval_examples=args.max_eval_examples, head=args.head)
     output = Path(args.output_dir or Path(args.model) / "evaluation")
     check_writable(output)
     path = evaluate_tasks(args.model, tasks, data_dir, output, args.seeds, settings)
@@ -136,11 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a concept-encoder model folder, or any HF encoder folder or Hub name")
     p.add_argument("--tasks", nargs="+", default=["all"], help="tasks or groups (default: %(default)s)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--learning-rate", type=float, default=5e-5)
-    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--config", help="per-task fine-tuning settings (e.g. configs/eval/default.yaml)")
+    p.add_argument("--learning-rate", type=float, help="overrides the config for every task")
+    p.add_argument("--epochs", type=float, help="overrides the config for every task")
     p.add_argument("--max-train-examples", type=int, help="a fixed slice of the training split (quick runs)")
     p.add_argument("--max-eval-examples", type=int, help="a fixed slice of the reported split (quick runs)")
-    p.add_argument("--head", default="weighted", choices=["weighted", "via_decoder", "via_decoder_no_bypass", "pair", "pair_cosine"],
+    p.add_argument("--head", choices=["weighted", "via_decoder", "via_decoder_no_bypass", "pair", "pair_cosine"],
                    help="concept-encoder head (HF encoders use their own)")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--output-dir", help="where results.json goes (default: MODEL/evaluation)")

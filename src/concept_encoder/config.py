@@ -208,7 +208,7 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
-def _parse_yaml(text: str) -> Any:
+def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)
 
 
@@ -220,14 +220,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = key.strip().split(".")
     if len(path) < 2 or not all(path):
         raise ConfigError(f"--set {text!r}: the key must name a section, e.g. model.num_concepts=64")
-    return path, _parse_yaml(raw)
+    return path, parse_yaml(raw)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
     """Read a YAML experiment file, apply overrides, and check its sections (not yet their keys)."""
     path = Path(path)
     try:
-        raw = _parse_yaml(path.read_text(encoding="utf-8")) or {}
+        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as error:

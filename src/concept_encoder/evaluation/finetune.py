@@ -34,6 +34,7 @@ from transformers import (
     set_seed,
 )
 
+from ..config import ConfigError, build_section, parse_yaml
 from ..data.blocks import document_hash
 from ..data.tasks import Task, TaskError, load_split
 from ..data.tokenizer import _offline_folder
@@ -56,6 +57,12 @@ class FinetuneSettings:
     max_eval_examples: int | None = None
     head: str = "weighted"  # concept encoders: weighted | via_decoder | via_decoder_no_bypass | pair | pair_cosine
 
+    def check(self) -> None:
+        if self.head not in (*HEADS, *PAIR_HEADS):
+            raise ValueError(f"head: {self.head!r} is not one of {[*HEADS, *PAIR_HEADS]}")
+        if self.learning_rate <= 0 or self.num_train_epochs <= 0:
+            raise ValueError("learning_rate and num_train_epochs must be positive")
+
 
 HEADS = {
     "weighted": {"classifier_pooling": "weighted"},
@@ -63,6 +70,26 @@ HEADS = {
     "via_decoder_no_bypass": {"classifier_pooling": "via_decoder", "classifier_token_bypass": False},
 }
 PAIR_HEADS = ("pair", "pair_cosine")  # sentences encoded separately
+
+
+def load_settings(path: str | Path | None, task_names: list[str], **overrides) -> dict[str, FinetuneSettings]:
+    """Per-task settings: the file's `defaults`, then its `tasks.<name>` keys, then command-line overrides."""
+    raw = {}
+    if path is not None:
+        try:
+            raw = parse_yaml(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        unknown = sorted(set(raw) - {"defaults", "tasks"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {unknown}; valid: ['defaults', 'tasks']")
+    per_task = raw.get("tasks") or {}
+    settings = {}
+    for name in task_names:
+        body = {**(raw.get("defaults") or {}), **(per_task.get(name) or {}),
+                **{k: v for k, v in overrides.items() if v is not None}}
+        settings[name] = build_section(FinetuneSettings, f"tasks.{name}", body, path or "<command line>")
+    return settings
 
 
 def hash_split(examples: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
@@ -163,6 +190,13 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
     if settings.head == "pair_cosine" and not task.is_regression:
         raise TaskError(f"{task.name}: the pair_cosine head regresses similarity; use it on sts tasks")
     separate = settings.head in PAIR_HEADS
+    extra_reports = {}
+    if "validation_mismatched" in task.files:
+        try:
+            extra_reports["mismatched"] = load_split(task, "validation_mismatched", data_dir)[: settings.max_eval_examples]
+            protocol += "; mismatched reported from the same fine-tuning"
+        except TaskError as error:
+            protocol += f"; mismatched not reported ({error})"
     scale = task.label_range[1] if settings.head == "pair_cosine" else 1.0  # cosines meet scores in [0, 1]
     runs = []
     for seed in seeds:
@@ -193,6 +227,9 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
         trainer.train()
         predicted = trainer.predict(_dataset(report, tokenizer, settings.max_length, separate, scale))
         scores = metrics(predicted)
+        for split, examples in extra_reports.items():  # e.g. MNLI mismatched, from the same fine-tuning
+            extra = metrics(trainer.predict(_dataset(examples, tokenizer, settings.max_length, separate, scale)))
+            scores.update({f"{split}_{name}": value for name, value in extra.items()})
         runs.append({"seed": seed, **scores, "selection_best": trainer.state.best_metric,
                      "seconds": round(time.time() - started, 1)})
         shutil.rmtree(args.output_dir, ignore_errors=True)  # the best weights were only a means to the report
@@ -210,12 +247,13 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
 
 
 def evaluate_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_dir: Path, seeds: list[int],
-                   settings: FinetuneSettings) -> Path:
+                   settings: dict[str, FinetuneSettings]) -> Path:
     """Fine-tune and report every task; writes results.json (atomically) and returns its path."""
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {"model": str(model_path), "tasks": {}}
     for task in tasks:
-        results["tasks"][task.name] = finetune_task(model_path, task, data_dir, output_dir / "work", seeds, settings)
+        results["tasks"][task.name] = finetune_task(model_path, task, data_dir, output_dir / "work", seeds,
+                                                    settings[task.name])
         write_json(output_dir / "results.json", results)  # after every task: nothing finished is lost
     return output_dir / "results.json"
 
