@@ -149,3 +149,19 @@ def test_zero_shot_cli_prints_model_beside_baseline(tmp_path, tokenizer, capsys)
     assert row[:3] == ["stsb", "validation", "1500"] and float(row[4]) == pytest.approx(75.64, abs=0.01)
     assert main(["zero-shot", str(tmp_path), "--tasks", "mrpc"]) == 2
     assert "not a similarity task" in capsys.readouterr().err
+
+
+def test_decoder_pooling_and_user_columns_through_the_cli(tmp_path, tokenizer, capsys):
+    from concept_encoder import ConceptEncoderForMaskedLM
+    from concept_encoder.cli import main
+
+    from .conftest import tiny_config
+
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("left\tright\tsim\n" + "".join(f"a cat {i}\ta cat {i % 3}\t{i % 5}\n" for i in range(30)))
+    args = ["zero-shot", str(tmp_path / "m"), "--pooling", "decoder", "--tasks", f"sts:{pairs}",
+            "--columns", "text_a=left,text_b=right,label=sim", "--split", "validation"]
+    assert main(args) == 0
+    assert f"sts:{pairs}"[:9] in capsys.readouterr().out

