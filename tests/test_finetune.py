@@ -126,3 +126,10 @@ def test_mnli_reports_what_it_can_of_matched_and_mismatched(tmp_path, tokenizer)
     args = ["evaluate", str(model_dir), "--tasks", "mnli", "--seeds", "1", "--epochs", "1",
             "--max-train-examples", "64", "--max-eval-examples", "50", "--output-dir", str(tmp_path / "eval")]
     assert main(args) == 2  # locally MNLI has no train split: a clear error, not a silent swap
+
+
+def test_a_user_file_fine_tunes_on_half_and_reports_on_the_other(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("sentence1\tsentence2\tlabel\n" + "".join(f"a {i}\tb {i % 7}\t{i % 2}\n" for i in range(200)))
+    train, selection, report, protocol = protocol_splits(get_task(f"pair:{path}"), None, FinetuneSettings())
+    assert len(train) + len(selection) + len(report) == 200 and "no train split" in protocol

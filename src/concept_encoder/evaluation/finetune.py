@@ -99,21 +99,20 @@ def hash_split(examples: list[dict], fraction: float) -> tuple[list[dict], list[
 
 
 def protocol_splits(task: Task, data_dir: Path | None, settings: FinetuneSettings) -> tuple[list, list, list, str]:
-    """(train, selection, report, protocol description)."""
-    if "train" in task.files or data_dir is None:
-        try:
-            full_train = load_split(task, "train", data_dir)
-            report = load_split(task, "validation", data_dir)
-            protocol = "train split minus a hashed 10% for selection; reported on validation"
-        except TaskError:
-            if task.name != "paws":
-                raise
-            full_train = None
-    else:
-        full_train = None
-    if full_train is None:  # PAWS locally: only dev
-        dev = load_split(task, "validation", data_dir)
-        report, full_train = hash_split(dev, 0.5)
+    """(train, selection, report, protocol description).
+
+    Tasks whose data has no training split (PAWS in the local folder, a user file) fine-tune on a hashed
+    half of their evaluation split and report on the other half; any other missing split is an error.
+    """
+    single_split = task.name == "paws" or "train" not in task.files
+    try:
+        full_train = load_split(task, "train", data_dir)
+        report = load_split(task, "validation", data_dir)
+        protocol = "train split minus a hashed 10% for selection; reported on validation"
+    except TaskError:
+        if not single_split:
+            raise
+        report, full_train = hash_split(load_split(task, "validation", data_dir), 0.5)
         protocol = "no train split: a hashed half of dev fine-tunes (10% of it for selection); the other half is reported"
     train, selection = hash_split(full_train, settings.selection_fraction)
     if settings.max_train_examples:
