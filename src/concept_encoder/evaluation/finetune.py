@@ -27,7 +27,6 @@ from datasets import Dataset
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
     Trainer,
     TrainingArguments,
@@ -37,11 +36,11 @@ from transformers import (
 from ..config import ConfigError, build_section, parse_yaml
 from ..data.blocks import document_hash
 from ..data.tasks import Task, TaskError, load_split
-from ..data.tokenizer import _offline_folder
 from ..modeling import ConceptEncoderForSentencePairClassification
 from ..training.runs import write_json
 from .baselines import majority_baseline, tfidf_cosine_baseline, tfidf_linear_baseline
 from .metrics import compute_metrics
+from .zero_shot import model_source, model_tokenizer
 
 
 @dataclass
@@ -159,11 +158,10 @@ class PairCollator:
 
 
 def load_classifier(model_path: str | Path, task: Task, head: str = "weighted"):
-    source = _offline_folder(str(model_path)) or str(model_path)
+    source = model_source(model_path)
     try:
         config = AutoConfig.from_pretrained(source)
-        tokenizer_source = Path(source) / "tokenizer" if (Path(source) / "tokenizer").is_dir() else source
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+        tokenizer = model_tokenizer(source)
         problem = "regression" if task.is_regression else None
         if head in PAIR_HEADS:
             if config.model_type != "concept_encoder":

