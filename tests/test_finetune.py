@@ -133,3 +133,38 @@ def test_a_user_file_fine_tunes_on_half_and_reports_on_the_other(tmp_path):
     path.write_text("sentence1\tsentence2\tlabel\n" + "".join(f"a {i}\tb {i % 7}\t{i % 2}\n" for i in range(200)))
     train, selection, report, protocol = protocol_splits(get_task(f"pair:{path}"), None, FinetuneSettings())
     assert len(train) + len(selection) + len(report) == 200 and "no train split" in protocol
+
+
+def test_kept_pair_model_gives_weighted_zero_shot_pooling_equal_to_its_cosine_head(tmp_path, tokenizer, capsys):
+    from concept_encoder.data.tasks import load_split
+    from concept_encoder.evaluation import load_encoder, zero_shot_sts
+
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    assert main(["zero-shot", str(model_dir), "--pooling", "weighted", "--tasks", "stsb"]) == 2
+    assert "no trained pooling weights" in capsys.readouterr().err  # a pretraining checkpoint has none
+    args = ["evaluate", str(model_dir), "--tasks", "stsb", "--seeds", "3", "--epochs", "1", "--head", "pair_cosine",
+            "--max-train-examples", "64", "--max-eval-examples", "50", "--keep-models", "--output-dir", str(tmp_path / "e")]
+    assert main(args) == 0
+    reported = json.loads((tmp_path / "e" / "results.json").read_text())["tasks"]["stsb"]["runs"][0]["spearman"]
+    model, loaded_tokenizer = load_encoder(tmp_path / "e" / "models" / "stsb_seed3", "weighted")
+    task = get_task("stsb")
+    zero_shot = zero_shot_sts(model, loaded_tokenizer, task, load_split(task, "validation", resolve_data_dir())[:50])
+    assert zero_shot["spearman"] / 100 == pytest.approx(reported, abs=1e-6)  # the cosine head is this pooling
+    assert "| stsb | validation | spearman |" in (tmp_path / "e" / "results.md").read_text()
+
+
+def test_evaluate_in_zero_shot_mode_writes_results(tmp_path, tokenizer, capsys):
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    assert main(["evaluate", str(model_dir), "--mode", "zero-shot", "--tasks", "zero-shot"]) == 0
+    results = json.loads((model_dir / "evaluation" / "results.json").read_text())
+    assert results["mode"] == "zero-shot" and set(results["tasks"]) == {"stsb", "sick-r"}
+    stsb = results["tasks"]["stsb"]
+    assert stsb["baselines"]["tfidf_cosine"]["spearman"] == pytest.approx(0.7564, abs=1e-4)
+    assert stsb["sizes"]["report"] == 1500 and -1 <= stsb["summary"]["spearman"]["mean"] <= 1
+    assert "| sick-r | validation | spearman |" in (model_dir / "evaluation" / "results.md").read_text()
+    assert main(["evaluate", str(model_dir), "--mode", "zero-shot", "--tasks", "mrpc"]) == 2
+    assert "not a similarity task" in capsys.readouterr().err

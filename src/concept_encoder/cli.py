@@ -77,45 +77,51 @@ def parse_columns(text: str | None) -> dict[str, str] | None:
     return mapping
 
 
+def _tasks(args):
+    from .data.tasks import get_task, resolve_tasks
+
+    return [get_task(name, parse_columns(args.columns)) for name in resolve_tasks(args.tasks)]
+
+
 def zero_shot(args: argparse.Namespace) -> int:
-    """Zero-shot similarity of a model on STS tasks, beside the TF-IDF cosine baseline."""
+    """Zero-shot similarity of a model on STS tasks, beside the TF-IDF cosine baseline (printed only)."""
     from .data import resolve_data_dir
-    from .data.tasks import get_task, load_split, resolve_tasks
-    from .evaluation import load_encoder, tfidf_cosine_baseline, zero_shot_sts
+    from .evaluation import load_encoder, zero_shot_task
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
-    columns = parse_columns(args.columns)
-    tasks = [get_task(name, columns) for name in resolve_tasks(args.tasks)]
+    tasks = _tasks(args)
     for task in tasks:
         if not task.is_regression:
             raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
     model, tokenizer = load_encoder(args.model, args.pooling)
     print(f"{'task':<10}{'split':<12}{'n':>6}{'model Spearman':>16}{'TF-IDF cosine':>15}")
     for task in tasks:
-        examples = load_split(task, args.split, data_dir)
-        train = load_split(task, "train", data_dir) if "train" in task.files else []
-        result = zero_shot_sts(model, tokenizer, task, examples)
-        baseline = 100 * tfidf_cosine_baseline(task, train, examples)["spearman"]
-        print(f"{task.name:<10}{args.split:<12}{len(examples):>6}{result['spearman']:>16.2f}{baseline:>15.2f}")
+        result = zero_shot_task(model, tokenizer, task, data_dir, args.split)
+        model_value = 100 * result["summary"]["spearman"]["mean"]
+        baseline = 100 * result["baselines"]["tfidf_cosine"]["spearman"]
+        print(f"{task.name:<10}{args.split:<12}{result['sizes']['report']:>6}{model_value:>16.2f}{baseline:>15.2f}")
     return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """Fine-tune a model on benchmark tasks (held-out selection, several seeds) beside the baselines."""
+    """Fine-tune (or zero-shot) a model on benchmark tasks beside the baselines; results.json + results.md."""
     from .data import resolve_data_dir
-    from .data.tasks import get_task, resolve_tasks
-    from .evaluation.finetune import evaluate_tasks, format_results, load_settings
+    from .evaluation.finetune import evaluate_tasks, format_results, load_settings, zero_shot_tasks
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
-    tasks = [get_task(name, parse_columns(args.columns)) for name in resolve_tasks(args.tasks)]
-    settings = load_settings(args.config, [t.name for t in tasks], learning_rate=args.learning_rate,
-                             num_train_epochs=args.epochs, max_train_examples=args.max_train_examples,
-                             max_eval_examples=args.max_eval_examples, head=args.head)
+    tasks = _tasks(args)
     output = Path(args.output_dir or Path(args.model) / "evaluation")
-    check_writable(output)
-    path = evaluate_tasks(args.model, tasks, data_dir, output, args.seeds, settings)
+    if args.mode == "zero-shot":
+        check_writable(output)
+        path = zero_shot_tasks(args.model, tasks, data_dir, output, args.pooling)
+    else:
+        settings = load_settings(args.config, [t.name for t in tasks], learning_rate=args.learning_rate,
+                                 num_train_epochs=args.epochs, max_train_examples=args.max_train_examples,
+                                 max_eval_examples=args.max_eval_examples, head=args.head)
+        check_writable(output)
+        path = evaluate_tasks(args.model, tasks, data_dir, output, args.seeds, settings, args.keep_models)
     print(format_results(json.loads(path.read_text())))
-    print(f"results: {path}")
+    print(f"results: {path} (and results.md)")
     return 0
 
 
@@ -141,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a concept-encoder run's model/ folder, or any HF encoder folder or Hub name")
     p.add_argument("--tasks", nargs="+", default=["zero-shot"], help="sts tasks or groups (default: %(default)s)")
     p.add_argument("--split", default="validation")
-    p.add_argument("--pooling", default="mean", choices=["mean", "decoder"],
-                   help="concept encoders: mean of concepts, or the pretrained decoder's states (no bypass)")
+    p.add_argument("--pooling", default="mean", choices=["mean", "weighted", "decoder"],
+                   help="concept encoders: mean of concepts, a fine-tuned weighted pooling, or the pretrained "
+                        "decoder's states (no bypass)")
     p.add_argument("--columns", help="user task columns, e.g. text_a=left,text_b=right,label=score")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.set_defaults(run=zero_shot)
@@ -150,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("evaluate", help="fine-tune on benchmark tasks; report beside the baselines")
     p.add_argument("model", help="a concept-encoder model folder, or any HF encoder folder or Hub name")
     p.add_argument("--tasks", nargs="+", default=["all"], help="tasks or groups (default: %(default)s)")
+    p.add_argument("--mode", choices=["finetune", "zero-shot"], default="finetune")
+    p.add_argument("--pooling", default="mean", choices=["mean", "weighted", "decoder"], help="zero-shot mode")
+    p.add_argument("--keep-models", action="store_true",
+                   help="keep each fine-tuned best model under OUTPUT/models/TASK_seedS (e.g. for weighted pooling)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--config", help="per-task fine-tuning settings (e.g. configs/eval/default.yaml)")
     p.add_argument("--columns", help="user task columns, e.g. text_a=question,text_b=answer,label=y")

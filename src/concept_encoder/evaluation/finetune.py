@@ -37,7 +37,7 @@ from ..config import ConfigError, build_section, parse_yaml
 from ..data.blocks import document_hash
 from ..data.tasks import Task, TaskError, load_split
 from ..modeling import ConceptEncoderForSentencePairClassification
-from ..training.runs import write_json
+from ..training.runs import write_atomic, write_json
 from .baselines import majority_baseline, tfidf_cosine_baseline, tfidf_linear_baseline
 from .metrics import compute_metrics
 from .zero_shot import model_source, model_tokenizer
@@ -181,7 +181,8 @@ def load_classifier(model_path: str | Path, task: Task, head: str = "weighted"):
 
 
 def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Path, seeds: list[int],
-                  settings: FinetuneSettings) -> dict:
+                  settings: FinetuneSettings, keep_models: Path | None = None) -> dict:
+    """Fine-tune once per seed, select on the held-out part, report; `keep_models` saves each best model."""
     train, selection, report, protocol = protocol_splits(task, data_dir, settings)
     headline = task.metrics[0]
     if settings.head == "pair_cosine" and not task.is_regression:
@@ -207,7 +208,7 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
             save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
             metric_for_best_model=headline, greater_is_better=True, report_to="none", logging_steps=50,
             use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-            disable_tqdm=True, remove_unused_columns=not separate,
+            disable_tqdm=False, remove_unused_columns=not separate,
         )
 
         def metrics(prediction):
@@ -227,6 +228,9 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
         for split, examples in extra_reports.items():  # e.g. MNLI mismatched, from the same fine-tuning
             extra = metrics(trainer.predict(_dataset(examples, tokenizer, settings.max_length, separate, scale)))
             scores.update({f"{split}_{name}": value for name, value in extra.items()})
+        if keep_models is not None:  # e.g. for `zero-shot --pooling weighted` on the fine-tuned pooling
+            trainer.save_model(keep_models / f"{task.name}_seed{seed}")
+            tokenizer.save_pretrained(keep_models / f"{task.name}_seed{seed}")
         runs.append({"seed": seed, **scores, "selection_best": trainer.state.best_metric,
                      "seconds": round(time.time() - started, 1)})
         shutil.rmtree(args.output_dir, ignore_errors=True)  # the best weights were only a means to the report
@@ -238,33 +242,70 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
         baselines["tfidf_cosine"] = tfidf_cosine_baseline(task, train, report)
     else:
         baselines["majority"] = majority_baseline(task, train, report)
-    return {"task": task.name, "model": str(model_path), "model_type": model_type, "headline_metric": headline,
+    return {"task": task.name, "mode": "finetune", "split": "validation", "model": str(model_path),
+            "model_type": model_type, "headline_metric": headline,
             "protocol": protocol, "sizes": {"train": len(train), "selection": len(selection), "report": len(report)},
             "settings": asdict(settings), "seeds": seeds, "runs": runs, "summary": summary, "baselines": baselines}
 
 
 def evaluate_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_dir: Path, seeds: list[int],
-                   settings: dict[str, FinetuneSettings]) -> Path:
-    """Fine-tune and report every task; writes results.json (atomically) and returns its path."""
+                   settings: dict[str, FinetuneSettings], keep_models: bool = False) -> Path:
+    """Fine-tune and report every task; writes results.json (atomically) and results.md; returns the json path."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    results = {"model": str(model_path), "tasks": {}}
+    results = {"model": str(model_path), "mode": "finetune", "tasks": {}}
     for task in tasks:
         results["tasks"][task.name] = finetune_task(model_path, task, data_dir, output_dir / "work", seeds,
-                                                    settings[task.name])
-        write_json(output_dir / "results.json", results)  # after every task: nothing finished is lost
+                                                    settings[task.name], output_dir / "models" if keep_models else None)
+        write_results(output_dir, results)  # after every task: nothing finished is lost
     return output_dir / "results.json"
 
 
-def format_results(results: dict) -> str:
-    lines = [f"{'task':<9}{'metric':<10}{'model (mean ± std)':>22}{'baseline':>12}  baseline name"]
+def zero_shot_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_dir: Path,
+                    pooling: str = "mean", split: str = "validation") -> Path:
+    """Zero-shot STS on every task into results.json / results.md, in the fine-tuning results' schema."""
+    from .zero_shot import load_encoder, zero_shot_task
+
+    for task in tasks:  # every task checked before the model is loaded
+        if not task.is_regression:
+            raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_encoder(model_path, pooling)
+    results = {"model": str(model_path), "mode": "zero-shot", "tasks": {}}
+    for task in tasks:
+        results["tasks"][task.name] = zero_shot_task(model, tokenizer, task, data_dir, split)
+        write_results(output_dir, results)
+    return output_dir / "results.json"
+
+
+def write_results(output_dir: Path, results: dict) -> None:
+    write_json(output_dir / "results.json", results)
+    write_atomic(output_dir / "results.md", format_results(results, markdown=True) + "\n")
+
+
+def _headline_rows(results: dict):
     for name, result in results["tasks"].items():
         metric = result["headline_metric"]
-        model = result["summary"][metric]
         base_name = "tfidf_cosine" if "tfidf_cosine" in result["baselines"] else "majority"
-        base = result["baselines"][base_name][metric]
+        yield (name, result.get("split", "validation"), metric, result["summary"][metric], base_name,
+               result["baselines"][base_name][metric], result["baselines"].get("tfidf_linear", {}).get(metric))
+
+
+def format_results(results: dict, markdown: bool = False) -> str:
+    """The headline metric of each task, x 100, beside its baselines (plain text, or a markdown table)."""
+    if markdown:
+        lines = [f"Model: `{results['model']}` ({results.get('mode', 'finetune')})", "",
+                 "| task | split | metric | model (mean ± std) | baseline | TF-IDF + linear |", "|---|---|---|---|---|---|"]
+        for name, split, metric, model, base_name, base, linear in _headline_rows(results):
+            linear_text = "–" if linear is None else f"{100 * linear:.2f}"
+            lines.append(f"| {name} | {split} | {metric} | {100 * model['mean']:.2f} ± {100 * model['std']:.2f} "
+                         f"| {100 * base:.2f} ({base_name}) | {linear_text} |")
+        return "\n".join(lines)
+    lines = [f"{'task':<9}{'metric':<10}{'model (mean ± std)':>22}{'baseline':>12}  baseline name"]
+    for name, _, metric, model, base_name, base, _ in _headline_rows(results):
         lines.append(f"{name:<9}{metric:<10}{100 * model['mean']:>14.2f} ± {100 * model['std']:<5.2f}"
                      f"{100 * base:>12.2f}  {base_name}")
     return "\n".join(lines)
 
 
-__all__ = ["FinetuneSettings", "evaluate_tasks", "finetune_task", "format_results", "hash_split", "protocol_splits"]
+__all__ = ["FinetuneSettings", "evaluate_tasks", "finetune_task", "format_results", "hash_split", "protocol_splits",
+           "zero_shot_tasks"]

@@ -3,6 +3,8 @@
 Works for concept encoders and for any Hugging Face encoder (masked mean over tokens), so references
 run beside concept encoders through the same code. Concept-encoder pooling:
 - `mean`: the mean of the C concepts;
+- `weighted`: the learned weighted concept pooling of a fine-tuned checkpoint (from
+  `evaluate --keep-models`, weighted or pair heads): z = LN(sum_k softmax_k(w·c_k + b) c_k);
 - `decoder`: the pretrained decoder (loaded from the checkpoint) decodes every real position from the
   concepts with position-only queries (no token bypass); the masked mean of its states.
 """
@@ -16,11 +18,14 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from ..data.tasks import Task, TaskError
+from ..modeling import ConceptEncoderForSentencePairClassification
+
+from ..data.tasks import Task, TaskError, load_split
 from ..data.tokenizer import offline_folder
+from .baselines import tfidf_cosine_baseline
 from .metrics import compute_metrics
 
-POOLINGS = ("mean", "decoder")
+POOLINGS = ("mean", "weighted", "decoder")
 
 
 class EncoderError(TaskError):
@@ -48,8 +53,18 @@ def load_encoder(path: str | Path, pooling: str = "mean"):
         if config.model_type == "concept_encoder" and pooling == "decoder":
             model = AutoModelForSequenceClassification.from_pretrained(
                 source, classifier_pooling="via_decoder", classifier_token_bypass=False).eval()
+        elif config.model_type == "concept_encoder" and pooling == "weighted":
+            # the pair model's encoder + pooling; a weighted or pair head's checkpoint names them alike
+            model, info = ConceptEncoderForSentencePairClassification.from_pretrained(
+                source, cosine_only=True, output_loading_info=True)
+            model.eval()
+            if any(key.startswith("pooling.") for key in info["missing_keys"]):
+                raise EncoderError(f"{path}: has no trained pooling weights for --pooling weighted; use a "
+                                   "checkpoint fine-tuned with the weighted or pair head (evaluate --keep-models)")
         else:
             model = AutoModel.from_pretrained(source).eval()
+    except EncoderError:
+        raise
     except Exception as error:  # not a model folder, unknown architecture, offline Hub name
         raise EncoderError(f"{path}: not a concept encoder nor a loadable Hugging Face encoder "
                            f"({type(error).__name__}: {error})") from None
@@ -70,6 +85,8 @@ def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_length:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if getattr(model, "pooling_mode", "mean") == "decoder":
             pooled = model(**inputs).pooled  # decoded positions, masked mean (no token bypass)
+        elif getattr(model, "pooling_mode", "mean") == "weighted":
+            pooled = model.embed(**inputs)  # learned softmax weighting of the concepts
         elif getattr(model, "is_concept_encoder", False):
             pooled = model(**inputs).last_hidden_state.mean(dim=1)  # [B, C, H] -> [B, H]
         else:
@@ -87,3 +104,17 @@ def zero_shot_sts(model, tokenizer, task: Task, examples: list[dict]) -> dict[st
     cosine = (a * b).sum(-1).numpy()
     metrics = compute_metrics(task, cosine, np.array([e["label"] for e in examples]))
     return {name: 100 * value for name, value in metrics.items()}
+
+
+def zero_shot_task(model, tokenizer, task: Task, data_dir, split: str = "validation") -> dict:
+    """One task's zero-shot result in the schema of `results.json` (metrics as fractions), baseline beside."""
+    if not task.is_regression:
+        raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
+    examples = load_split(task, split, data_dir)
+    train = load_split(task, "train", data_dir) if "train" in task.files else []
+    scores = {name: value / 100 for name, value in zero_shot_sts(model, tokenizer, task, examples).items()}
+    return {"task": task.name, "mode": "zero-shot", "split": split, "headline_metric": "spearman",
+            "pooling": getattr(model, "pooling_mode", "mean"), "sizes": {"report": len(examples)},
+            "protocol": f"cosine of pooled vectors on {split}; no training",
+            "summary": {name: {"mean": value, "std": 0.0} for name, value in scores.items()},
+            "baselines": {"tfidf_cosine": tfidf_cosine_baseline(task, train, examples)}}
