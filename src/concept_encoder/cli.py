@@ -12,7 +12,10 @@ from .data import DATA_ENV_VAR
 from .data.corpus import CorpusError
 from .data.tasks import TaskError
 from .data.tokenizer import TokenizerError
+from .registry import RegistryError
 from .training.runs import DEFAULT_OUTPUT_ROOT, check_writable
+
+REGISTRY_HELP = "CONCEPT_ENCODER_REGISTRY, else runs/registry.sqlite"
 
 
 def describe(args: argparse.Namespace) -> int:
@@ -125,6 +128,89 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def analyze(args: argparse.Namespace) -> int:
+    """Concept diagnostics of a run (or a model folder with --probe-file), with the gate verdicts."""
+    from .analysis.analyze import analyze as run_analysis
+    from .config import AnalysisConfig
+    from .data import resolve_data_dir
+
+    settings = None
+    if args.probe_file or args.probe_documents:
+        settings = AnalysisConfig(probe_file=args.probe_file, probe_documents=args.probe_documents or 128)
+    record = run_analysis(args.run, settings, resolve_data_dir(args.data_dir, required=False))
+    width = max(len(k) for k in record["diagnostics"])
+    print(f"probe: {record['probe']['source']}")
+    for key, value in record["diagnostics"].items():
+        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print(f"analysis: {Path(record['plots']['similarity']).parent / 'analysis.json'}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """Markdown + self-contained HTML report of a run folder, with the gate verdicts."""
+    from .analysis.gates import format_verdicts
+    from .registry.report import build_report, verdicts_for
+
+    run_dir = _run_folder(args.run, args.registry)
+    md, html = build_report(run_dir)
+    print(format_verdicts(verdicts_for(run_dir), markdown=False))
+    print(f"report: {md}\nreport: {html}")
+    return 0
+
+
+def _run_folder(reference: str, registry_path: str | None) -> Path:
+    """A run folder given directly, or a run id (or unique part of one) looked up in the registry."""
+    if Path(reference).is_dir():
+        return Path(reference)
+    from .registry import Registry, default_registry_path
+
+    with Registry(registry_path or default_registry_path()) as registry:
+        return Path(registry.get(reference)["run_dir"])
+
+
+def experiment(args: argparse.Namespace) -> int:
+    """Pretrain -> analyze -> evaluate -> report -> registry, resumable per stage."""
+    from .analysis.gates import format_verdicts
+    from .experiment import run_experiment
+
+    run_dir, verdicts = run_experiment(args.config, args.set, args.data_dir, args.output_dir, args.resume,
+                                       args.registry)
+    print("\ndecision gates:")
+    print(format_verdicts(verdicts, markdown=False))
+    print(f"run folder: {run_dir}")
+    print(f"report: {run_dir / 'report' / 'report.html'} (and report.md)")
+    return 0
+
+
+def runs(args: argparse.Namespace) -> int:
+    """The run registry: list, show one run, compare two (with deltas, optionally against a baseline run)."""
+    from .registry import Registry, default_registry_path, format_compare, format_run, format_run_list
+
+    with Registry(args.registry or default_registry_path()) as registry:
+        if args.runs_verb == "list":
+            print(format_run_list(registry.list_runs()))
+        elif args.runs_verb == "show":
+            print(format_run(registry.get(args.run)))
+        else:
+            baseline = registry.get(args.baseline) if args.baseline else None
+            print(format_compare(registry.get(args.a), registry.get(args.b), baseline))
+    return 0
+
+
+def publish(args: argparse.Namespace) -> int:
+    """Prepare a Hub folder (weights, code with auto_map, model card) and push it, or only prepare it."""
+    from .registry.publish import prepare_folder, push
+
+    run_dir = _run_folder(args.run, args.registry)
+    folder = prepare_folder(run_dir, args.repo_id, Path(args.folder or run_dir / "publish"))
+    print(f"prepared: {folder}")
+    if args.dry_run:
+        print("dry run: nothing pushed")
+    else:
+        print(f"pushed: {push(folder, args.repo_id, args.private)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concept-encoder", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -133,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="experiment YAML (its `model` section is used)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     p.add_argument("--tokens", type=int, default=128, help="sequence length of the shape trace")
-    p.set_defaults(run=describe)
+    p.set_defaults(run_verb=describe)
 
     p = verbs.add_parser("pretrain", help="pretrain a concept encoder from an experiment config")
     p.add_argument("config", nargs="?", help="experiment YAML (sections model, data, objective, training)")
@@ -141,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT_ROOT, help="root of run folders (default: %(default)s)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
-    p.set_defaults(run=pretrain)
+    p.set_defaults(run_verb=pretrain)
 
     p = verbs.add_parser("zero-shot", help="zero-shot STS: cosine of pooled vectors, Spearman x 100, with baseline")
     p.add_argument("model", help="a concept-encoder run's model/ folder, or any HF encoder folder or Hub name")
@@ -152,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "decoder's states (no bypass)")
     p.add_argument("--columns", help="user task columns, e.g. text_a=left,text_b=right,label=score")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
-    p.set_defaults(run=zero_shot)
+    p.set_defaults(run_verb=zero_shot)
 
     p = verbs.add_parser("evaluate", help="fine-tune on benchmark tasks; report beside the baselines")
     p.add_argument("model", help="a concept-encoder model folder, or any HF encoder folder or Hub name")
@@ -172,23 +258,67 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concept-encoder head (HF encoders use their own)")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--output-dir", help="where results.json goes (default: MODEL/evaluation)")
-    p.set_defaults(run=evaluate)
+    p.set_defaults(run_verb=evaluate)
+
+    p = verbs.add_parser("analyze", help="concept diagnostics of a trained run (probe set, plots, analysis.json)")
+    p.add_argument("run", help="a run folder (probe: its held-out documents) or a model folder (needs --probe-file)")
+    p.add_argument("--probe-file", help="one text per line (.txt or .gz)")
+    p.add_argument("--probe-documents", type=int, help="held-out documents to probe (default 128)")
+    p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
+    p.set_defaults(run_verb=analyze)
+
+    p = verbs.add_parser("experiment", help="pretrain -> analyze -> evaluate -> report -> registry, resumable")
+    p.add_argument("config", nargs="?", help="experiment YAML (sections model, data, objective, training, "
+                                             "analysis, evaluation)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_ROOT, help="root of run folders (default: %(default)s)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted experiment")
+    p.add_argument("--registry", help=f"run database (default: ${REGISTRY_HELP})")
+    p.set_defaults(run_verb=experiment)
+
+    p = verbs.add_parser("report", help="markdown + self-contained HTML report of a run, with gate verdicts")
+    p.add_argument("run", help="a run folder or a run id in the registry")
+    p.add_argument("--registry", help=f"run database (default: ${REGISTRY_HELP})")
+    p.set_defaults(run_verb=report)
+
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument("--registry", help=f"run database (default: ${REGISTRY_HELP})")
+    runs_parser = verbs.add_parser("runs", help="the run registry: list | show RUN | compare A B")
+    runs_verbs = runs_parser.add_subparsers(dest="runs_verb", required=True)
+    runs_verbs.add_parser("list", parents=[database], help="every recorded run, newest first")
+    p = runs_verbs.add_parser("show", parents=[database], help="one run's fields and metrics by stage")
+    p.add_argument("run", help="run id or a unique part of it")
+    p = runs_verbs.add_parser("compare", parents=[database], help="two runs side by side with deltas (B - A)")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--baseline", help="a third run to show B against")
+    runs_parser.set_defaults(run_verb=runs)
+
+    p = verbs.add_parser("publish", help="prepare a Hugging Face Hub folder for a run and push it")
+    p.add_argument("run", help="a run folder or a run id in the registry")
+    p.add_argument("--repo-id", required=True, help="e.g. user/concept-encoder-demo")
+    p.add_argument("--dry-run", action="store_true", help="prepare the folder only (works offline)")
+    p.add_argument("--folder", help="where to prepare it (default: RUN/publish)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--registry", help=f"run database (default: ${REGISTRY_HELP})")
+    p.set_defaults(run_verb=publish)
 
     data = verbs.add_parser("data", help="local data folder tools").add_subparsers(dest="data_verb", required=True)
     p = data.add_parser("mirror", help="copy Hub corpora into a local data folder (for offline clusters)")
     p.add_argument("names", nargs="+", help="corpus names, optionally NAME:SPLIT (e.g. wikitext-103-raw-v1)")
     p.add_argument("--to", required=True, help="the local data folder to fill")
     p.add_argument("--max-documents", type=int, help="only the first documents of each split")
-    p.set_defaults(run=data_mirror)
+    p.set_defaults(run_verb=data_mirror)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.run_verb(args)
     except (ConfigError, CorpusError, TokenizerError, TaskError, FileNotFoundError, PermissionError,
-            FloatingPointError) as error:
+            FloatingPointError, RegistryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .data.tasks import TaskError, get_task, resolve_tasks
 from .modeling import ConceptEncoderConfig
 from .objectives.regularisers import REGULARISERS, SCOPES
 
@@ -158,7 +159,56 @@ class TrainingConfig:
                  "save_steps and eval_steps must divide one another")
 
 
-SECTION_CLASSES = {"data": DataConfig, "objective": ObjectiveConfig, "training": TrainingConfig}
+@dataclass
+class AnalysisConfig:
+    """Concept diagnostics on a probe set (`concept-encoder analyze`, and during training at each evaluation)."""
+
+    probe_documents: int = 128  # held-out validation documents of the run's corpus
+    probe_file: str | None = None  # or one text per line (.txt / .gz), relative to the working folder
+    probe_max_length: int | None = None  # tokens per text; default data.block_size
+    batch_size: int = 32
+    during_training: bool = True  # log diagnostics at every evaluation (probe: the first validation blocks)
+    during_training_blocks: int = 64
+    gates: str | None = None  # a gates YAML; default: the research plan's (concept_encoder/analysis/gates.yaml)
+
+    def check(self) -> None:
+        _require(self.probe_documents >= 2, "probe_documents", "must be at least 2")
+        _require(self.batch_size > 0, "batch_size", "must be positive")
+        _require(self.during_training_blocks >= 2, "during_training_blocks", "must be at least 2")
+        _require(self.probe_max_length is None or self.probe_max_length >= 2, "probe_max_length", "must be >= 2")
+
+
+@dataclass
+class EvaluationConfig:
+    """What `concept-encoder experiment` evaluates after pretraining (FinetuneSettings per task come from
+    `settings`, then the overrides here)."""
+
+    finetune_tasks: list[str] = field(default_factory=lambda: ["stsb", "mrpc"])
+    zero_shot_tasks: list[str] = field(default_factory=lambda: ["zero-shot"])
+    seeds: list[int] = field(default_factory=lambda: [1])
+    settings: str | None = None  # per-task settings YAML, e.g. configs/eval/default.yaml
+    head: str | None = None
+    pooling: str = "mean"  # zero-shot pooling: mean | decoder
+    num_train_epochs: float | None = None
+    learning_rate: float | None = None
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+    def check(self) -> None:
+        _require(len(self.seeds) > 0, "seeds", "needs at least one seed")
+        _require(self.pooling in ("mean", "decoder"), "pooling", f"{self.pooling!r} is not 'mean' or 'decoder'")
+        for key in ("finetune_tasks", "zero_shot_tasks"):  # the task registry validates names and groups
+            try:
+                names = resolve_tasks(getattr(self, key))
+            except TaskError as error:
+                raise ValueError(f"{key}: {error}") from None
+            if key == "zero_shot_tasks":
+                not_sts = [n for n in names if not get_task(n).is_regression]
+                _require(not not_sts, key, f"{not_sts} are not similarity tasks; zero-shot takes sts tasks")
+
+
+SECTION_CLASSES = {"data": DataConfig, "objective": ObjectiveConfig, "training": TrainingConfig,
+                   "analysis": AnalysisConfig, "evaluation": EvaluationConfig}
 SECTIONS = ("model", *SECTION_CLASSES)
 
 
@@ -170,6 +220,8 @@ class ExperimentConfig:
     data: DataConfig
     objective: ObjectiveConfig
     training: TrainingConfig
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     source: str = "<config>"
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
 import time
@@ -130,7 +131,8 @@ def _dataset(examples: list[dict], tokenizer, max_length: int, separate: bool = 
     """Joint encoding ([CLS] a [SEP] b [SEP]), or each sentence on its own (`separate`, pair heads)."""
     texts_a = [e["text_a"] for e in examples]
     texts_b = [e["text_b"] for e in examples] if examples[0]["text_b"] is not None else None
-    columns = {"labels": [e["label"] / label_scale for e in examples]}
+    # class ids stay integers: HF heads infer multi-label BCE from float labels
+    columns = {"labels": [e["label"] / label_scale if label_scale != 1.0 else e["label"] for e in examples]}
     if separate:
         if texts_b is None:
             raise TaskError("the pair heads need a sentence-pair task")
@@ -162,7 +164,7 @@ def load_classifier(model_path: str | Path, task: Task, head: str = "weighted"):
     try:
         config = AutoConfig.from_pretrained(source)
         tokenizer = model_tokenizer(source)
-        problem = "regression" if task.is_regression else None
+        problem = "regression" if task.is_regression else "single_label_classification"
         if head in PAIR_HEADS:
             if config.model_type != "concept_encoder":
                 raise TaskError(f"{model_path}: the {head} head is for concept encoders")
@@ -249,11 +251,19 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
 
 
 def evaluate_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_dir: Path, seeds: list[int],
-                   settings: dict[str, FinetuneSettings], keep_models: bool = False) -> Path:
-    """Fine-tune and report every task; writes results.json (atomically) and results.md; returns the json path."""
+                   settings: dict[str, FinetuneSettings], keep_models: bool = False, resume: bool = False) -> Path:
+    """Fine-tune and report every task; writes results.json (atomically) and results.md; returns the json path.
+
+    With `resume`, tasks already in the folder's results.json with the same seeds and settings are kept.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {"model": str(model_path), "mode": "finetune", "tasks": {}}
+    previous = _previous_results(output_dir / "results.json") if resume else {}
     for task in tasks:
+        done = previous.get(task.name)
+        if done and done.get("seeds") == seeds and done.get("settings") == asdict(settings[task.name]):
+            results["tasks"][task.name] = done  # finished before an interruption, with the same settings
+            continue
         results["tasks"][task.name] = finetune_task(model_path, task, data_dir, output_dir / "work", seeds,
                                                     settings[task.name], output_dir / "models" if keep_models else None)
         write_results(output_dir, results)  # after every task: nothing finished is lost
@@ -275,6 +285,13 @@ def zero_shot_tasks(model_path, tasks: list[Task], data_dir: Path | None, output
         results["tasks"][task.name] = zero_shot_task(model, tokenizer, task, data_dir, split)
         write_results(output_dir, results)
     return output_dir / "results.json"
+
+
+def _previous_results(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("tasks", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def write_results(output_dir: Path, results: dict) -> None:

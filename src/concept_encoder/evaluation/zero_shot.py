@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from ..modeling import ConceptEncoderForSentencePairClassification
-
 from ..data.tasks import Task, TaskError, load_split
 from ..data.tokenizer import offline_folder
+from ..modeling import ConceptEncoderForSentencePairClassification
 from .baselines import tfidf_cosine_baseline
 from .metrics import compute_metrics
 

@@ -24,6 +24,7 @@ from ..data.corpus import corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..objectives import DeletionCollator, DiffusionCollator, MaskingCollator, ObjectiveLoss, PaddingCollator
+from .callbacks import ConceptDiagnosticsCallback
 from .runs import (
     CHECKPOINTS,
     DEFAULT_OUTPUT_ROOT,
@@ -218,11 +219,15 @@ def pretrain(
         objective_loss=objective_loss,
         callbacks=[MaskingEpochCallback(prepared.train_collator)],
     )
+    if experiment.analysis.during_training:
+        ConceptDiagnosticsCallback.attach(trainer, prepared.blocks.validation,
+                                          experiment.analysis.during_training_blocks, experiment.analysis.batch_size)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final_eval = trainer.evaluate()
     agree, fingerprints = ranks_agree(trainer.model)
     if state.is_main_process:
         trainer.save_model(str(run_dir / "model"))
+        write_json(run_dir / "log_history.json", {"log_history": trainer.state.log_history})
         write_json(run_dir / "train_summary.json", {
             "run": run_dir.name,
             "resumed_from": str(checkpoint) if checkpoint else None,

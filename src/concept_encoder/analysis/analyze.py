@@ -1,0 +1,72 @@
+"""`concept-encoder analyze`: diagnostics of a trained encoder on a probe set, gate verdicts, plots, analysis.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModel
+
+from ..config import AnalysisConfig, ConfigError, load_experiment
+from ..training.runs import EXPERIMENT_FILE, write_json
+from . import plots
+from .probe import ProbeError, probe, read_probe_file, validation_documents
+
+ANALYSIS_DIR = "analysis"
+
+
+def locate(path: str | Path) -> tuple[Path | None, Path]:
+    """(run folder or None, model folder) for a run folder or a model folder."""
+    path = Path(path)
+    if (path / EXPERIMENT_FILE).exists():
+        model_dir = path / "model"
+        if not (model_dir / "config.json").exists():
+            raise FileNotFoundError(f"{path}: a run folder without a finished model ({model_dir}/config.json missing)")
+        return path, model_dir
+    if (path / "config.json").exists():
+        run_dir = path.parent if (path.parent / EXPERIMENT_FILE).exists() else None
+        return run_dir, path
+    raise FileNotFoundError(f"{path}: neither a run folder ({EXPERIMENT_FILE}) nor a model folder (config.json)")
+
+
+def load_concept_encoder(model_dir: Path):
+    """The encoder alone (`ConceptEncoderModel`) and the tokenizer beside it."""
+    from ..evaluation.zero_shot import model_tokenizer
+
+    config = AutoConfig.from_pretrained(model_dir)
+    if config.model_type != "concept_encoder":
+        raise ConfigError(f"{model_dir}: model_type {config.model_type!r} is not a concept encoder")
+    tokenizer_dir = model_dir.parent if (model_dir.parent / "tokenizer").is_dir() else model_dir
+    return AutoModel.from_pretrained(model_dir).eval(), model_tokenizer(str(tokenizer_dir))
+
+
+def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: Path | None = None,
+            output_dir: Path | None = None) -> dict:
+    """Probe the model, write analysis.json and the PNG plots; returns the analysis record."""
+    run_dir, model_dir = locate(path)
+    experiment = load_experiment(run_dir / EXPERIMENT_FILE) if run_dir else None
+    settings = settings or (experiment.analysis if experiment else AnalysisConfig())
+    if settings.probe_file:
+        texts, source = read_probe_file(settings.probe_file), f"file {settings.probe_file}"
+    elif experiment is not None:
+        texts = validation_documents(experiment.data, data_dir, settings.probe_documents)
+        source = f"first {len(texts)} held-out validation documents of {experiment.data.corpus}"
+    else:
+        raise ProbeError(f"{model_dir}: not inside a run folder, so there is no corpus to probe; give a probe file")
+    model, tokenizer = load_concept_encoder(model_dir)
+    max_length = settings.probe_max_length or (experiment.data.block_size if experiment else 128)
+    max_length = min(max_length, model.config.max_position_embeddings)
+    result = probe(model, tokenizer, texts, max_length, settings.batch_size)
+
+    output_dir = output_dir or (run_dir or model_dir) / ANALYSIS_DIR
+    record = {
+        "model": str(model_dir),
+        "probe": {"source": source, "texts": len(texts), "max_length": max_length},
+        "diagnostics": result["diagnostics"],
+        "attention_entropy_by_step": result["entropy_by_step"],
+        "plots": {
+            "similarity": str(plots.similarity_heatmap(result["concepts"], output_dir / "similarity.png")),
+            "spectrum": str(plots.singular_value_spectrum(result["concepts"], output_dir / "spectrum.png")),
+        },
+    }
+    write_json(output_dir / "analysis.json", record)
+    return record

@@ -1,0 +1,114 @@
+"""`concept-encoder experiment CONFIG`: pretrain -> analyze -> evaluate -> report -> registry, resumable per stage.
+
+Every input is checked before the first stage (config sections, evaluation settings, the gates file, the
+registry). Each finished stage is written to `stages.json` in the run folder; `--resume RUN_DIR` skips
+finished stages, resumes pretraining from its last complete checkpoint and fine-tuning after its last
+finished task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .analysis.analyze import analyze
+from .analysis.gates import Verdict, load_gates
+from .config import ConfigError, load_experiment
+from .data import resolve_data_dir
+from .data.tasks import get_task, resolve_tasks
+from .evaluation.finetune import evaluate_tasks, load_settings, zero_shot_tasks
+from .registry import Registry, default_registry_path, git_commit
+from .registry.collect import FINETUNE_RESULTS, ZERO_SHOT_RESULTS, artefacts, run_metrics
+from .registry.report import build_report, verdicts_for
+from .training import pretrain
+from .training.runs import DEFAULT_OUTPUT_ROOT, EXPERIMENT_FILE, write_json
+
+STAGES_FILE = "stages.json"
+
+
+def _done(run_dir: Path) -> dict:
+    path = run_dir / STAGES_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _mark(run_dir: Path, stage: str, started: float) -> None:
+    done = _done(run_dir)
+    done[stage] = {"seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(run_dir / STAGES_FILE, done)
+
+
+def run_experiment(
+    config_path: str | Path | None = None,
+    overrides: list[str] = (),
+    data_dir: str | Path | None = None,
+    output_root: str | Path = DEFAULT_OUTPUT_ROOT,
+    resume: str | Path | None = None,
+    registry_path: str | Path | None = None,
+) -> tuple[Path, list[Verdict]]:
+    """Run (or finish) every stage; returns the run folder and the gate verdicts."""
+    if resume is not None:
+        if not (Path(resume) / EXPERIMENT_FILE).exists():
+            raise ConfigError(f"--resume {resume}: no {EXPERIMENT_FILE} (not a run folder)")
+        experiment = load_experiment(Path(resume) / EXPERIMENT_FILE)
+        output_root = Path(resume).parent
+    elif config_path is None:
+        raise ConfigError("experiment needs a CONFIG file or --resume RUN_DIR")
+    else:
+        experiment = load_experiment(config_path, overrides)
+    ev = experiment.evaluation
+    finetune_names = resolve_tasks(ev.finetune_tasks)
+    settings = load_settings(ev.settings, finetune_names, learning_rate=ev.learning_rate,
+                             num_train_epochs=ev.num_train_epochs, max_train_examples=ev.max_train_examples,
+                             max_eval_examples=ev.max_eval_examples, head=ev.head)
+    load_gates(experiment.analysis.gates)
+    registry = Registry(registry_path or default_registry_path(output_root))  # a broken database fails now
+    data_path = resolve_data_dir(data_dir, required=False)
+
+    started = time.time()
+    run_dir = Path(resume) if resume is not None else None
+    if run_dir is None or "pretrain" not in _done(run_dir):
+        run_dir = pretrain(config_path, overrides, data_dir, output_root, resume)
+        _mark(run_dir, "pretrain", started)
+    run_id = run_dir.name
+    registry.record_run(run_id, run_dir=str(run_dir.resolve()), config=experiment.to_dict(), git_commit=git_commit(),
+                        status="running")
+    registry.record_metrics(run_id, "pretrain", run_metrics(run_dir).get("pretrain", {}))
+
+    try:
+        _later_stages(run_dir, experiment, data_path, finetune_names, settings)
+    except BaseException:
+        registry.set_status(run_id, "failed")  # the row says so; --resume picks up where it stopped
+        registry.close()
+        raise
+    for stage, metrics in run_metrics(run_dir).items():
+        registry.record_metrics(run_id, stage, metrics)
+    registry.record_artefacts(run_id, artefacts(run_dir))
+    registry.set_status(run_id, "complete")
+    registry.close()
+    return run_dir, verdicts_for(run_dir)
+
+
+def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str], settings) -> None:
+    """analyze -> evaluate -> report, each skipped when `stages.json` says it finished."""
+    ev = experiment.evaluation
+    if "analyze" not in _done(run_dir):
+        started = time.time()
+        analyze(run_dir, experiment.analysis, data_path)
+        _mark(run_dir, "analyze", started)
+
+    if "evaluate" not in _done(run_dir):
+        started = time.time()
+        model = run_dir / "model"
+        if finetune_names:
+            evaluate_tasks(model, [get_task(n) for n in finetune_names], data_path, run_dir / FINETUNE_RESULTS.parent,
+                           ev.seeds, settings, resume=True)
+        if ev.zero_shot_tasks:
+            zero_shot_tasks(model, [get_task(n) for n in resolve_tasks(ev.zero_shot_tasks)], data_path,
+                            run_dir / ZERO_SHOT_RESULTS.parent, ev.pooling)
+        _mark(run_dir, "evaluate", started)
+
+    started = time.time()
+    build_report(run_dir)  # always rebuilt: cheap, and it reflects whatever is on disk now
+    _mark(run_dir, "report", started)
+

@@ -1,0 +1,75 @@
+"""A run folder's files -> metrics by stage, as the registry stores them and the gates read them.
+
+Layout read (each part optional): `train_summary.json` (pretrain), `analysis/analysis.json`,
+`evaluation/finetune/results.json`, `evaluation/zero_shot/results.json`, `analysis/k_sweep.json`.
+Metrics are {stage: {key: (value, std or None)}}; baselines go to stage `baseline` as `TASK.NAME.METRIC`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..training.runs import EXPERIMENT_FILE
+
+PRETRAIN_KEYS = ("eval_loss", "train_loss", "tokens_seen", "global_step", "wall_clock_s")
+FINETUNE_RESULTS = Path("evaluation") / "finetune" / "results.json"
+ZERO_SHOT_RESULTS = Path("evaluation") / "zero_shot" / "results.json"
+ANALYSIS_RESULTS = Path("analysis") / "analysis.json"
+K_SWEEP_RESULTS = Path("analysis") / "k_sweep.json"
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def run_metrics(run_dir: Path) -> dict[str, dict[str, tuple[float, float | None]]]:
+    run_dir = Path(run_dir)
+    stages: dict[str, dict[str, tuple[float, float | None]]] = {}
+    summary = _read(run_dir / "train_summary.json")
+    if summary:
+        stages["pretrain"] = {k: (float(summary[k]), None) for k in PRETRAIN_KEYS if _number(summary.get(k))}
+    analysis = _read(run_dir / ANALYSIS_RESULTS)
+    if analysis:
+        stages["analysis"] = {k: (float(v), None) for k, v in analysis["diagnostics"].items() if _number(v)}
+    sweep = _read(run_dir / K_SWEEP_RESULTS)
+    if sweep and "gain_12_over_6" in sweep:
+        stages.setdefault("analysis", {})["k_sweep_gain_12_over_6"] = (float(sweep["gain_12_over_6"]), None)
+    for stage, path in (("finetune", FINETUNE_RESULTS), ("zero_shot", ZERO_SHOT_RESULTS)):
+        results = _read(run_dir / path)
+        for task, result in (results or {}).get("tasks", {}).items():
+            for metric, value in result["summary"].items():
+                if _number(value["mean"]):
+                    stages.setdefault(stage, {})[f"{task}.{metric}"] = (value["mean"], value.get("std"))
+            for baseline, values in result["baselines"].items():
+                for metric, value in values.items():
+                    if _number(value):
+                        stages.setdefault("baseline", {})[f"{task}.{baseline}.{metric}"] = (float(value), None)
+    return stages
+
+
+def flatten(metrics: dict[str, dict[str, tuple[float, float | None]]]) -> dict[str, float]:
+    """{stage: {key: (value, std)}} -> {"stage.key": value}, the names the gates use."""
+    return {f"{stage}.{key}": value for stage, keys in metrics.items() for key, (value, _) in keys.items()}
+
+
+def run_facts(experiment) -> dict[str, object]:
+    """What a gate's `applies_to` may ask about a run."""
+    model = experiment.model
+    return {"objective": experiment.objective.name, "weight_sharing": bool(model.get("weight_sharing", False)),
+            "layer_type": model.get("layer_type", "stacked"), "decoder_type": model.get("decoder_type", "perceiver_io")}
+
+
+def artefacts(run_dir: Path) -> dict[str, str]:
+    """Paths worth finding again from the registry."""
+    run_dir = Path(run_dir)
+    candidates = {"run_dir": run_dir, "model": run_dir / "model", "experiment": run_dir / EXPERIMENT_FILE,
+                  "analysis": run_dir / ANALYSIS_RESULTS, "finetune": run_dir / FINETUNE_RESULTS,
+                  "zero_shot": run_dir / ZERO_SHOT_RESULTS, "report_md": run_dir / "report" / "report.md",
+                  "report_html": run_dir / "report" / "report.html"}
+    return {name: str(path.resolve()) for name, path in candidates.items() if path.exists()}

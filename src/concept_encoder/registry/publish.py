@@ -1,0 +1,83 @@
+"""`concept-encoder publish RUN --repo-id ID [--dry-run]`: a Hub folder that loads with plain transformers.
+
+The folder holds the weights (safetensors), the tokenizer, the modelling code (`trust_remote_code`: the
+config's `auto_map` points at it, so users need not install this package) and a model card whose numbers
+come from the run's files: pretraining, concept diagnostics, benchmarks beside their baselines, gates.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .. import modeling
+from ..training.runs import EXPERIMENT_FILE, write_atomic, write_json
+from .collect import run_metrics
+from .report import verdicts_for
+
+AUTO_MAP = {
+    "AutoConfig": "configuration.ConceptEncoderConfig",
+    "AutoModel": "modeling_concept_encoder.ConceptEncoderModel",
+    "AutoModelForMaskedLM": "modeling_concept_encoder.ConceptEncoderForMaskedLM",
+    "AutoModelForSequenceClassification": "heads.ConceptEncoderForSequenceClassification",
+}
+
+
+def prepare_folder(run_dir: str | Path, repo_id: str, folder: Path) -> Path:
+    """Fill `folder` (replaced if present) with everything the Hub repository needs; returns it."""
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    if not (run_dir / EXPERIMENT_FILE).exists() or not (model_dir / "model.safetensors").exists():
+        raise FileNotFoundError(f"{run_dir}: no finished model to publish (model/model.safetensors missing)")
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for item in model_dir.iterdir():  # weights, config, tokenizer files saved with the model
+        if item.is_file() and item.suffix in (".safetensors", ".json", ".txt", ".model"):
+            shutil.copy2(item, staging / item.name)
+    for source in Path(modeling.__file__).parent.glob("*.py"):  # the modelling code, relative imports only
+        if source.name != "__init__.py":
+            shutil.copy2(source, staging / source.name)
+    config = json.loads((staging / "config.json").read_text(encoding="utf-8"))
+    config["auto_map"] = AUTO_MAP
+    write_json(staging / "config.json", config)
+    write_atomic(staging / "README.md", model_card(run_dir, repo_id))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)  # the folder appears whole or not at all
+    return folder
+
+
+def model_card(run_dir: Path, repo_id: str) -> str:
+    metrics = run_metrics(run_dir)
+    lines = ["---", "library_name: transformers", "tags: [concept-encoder, sentence-embeddings]", "---", "",
+             f"# {repo_id}", "",
+             (f"A concept encoder (C learned concepts cross-attending to the tokens) from run `{run_dir.name}`, "
+              "trained and evaluated with the `concept-encoder` framework. Load it with plain transformers:"),
+             "", "```python", "from transformers import AutoModel, AutoTokenizer",
+             f"model = AutoModel.from_pretrained('{repo_id}', trust_remote_code=True)",
+             f"tokenizer = AutoTokenizer.from_pretrained('{repo_id}')",
+             "concepts = model(**tokenizer('a sentence', return_tensors='pt')).last_hidden_state  # [1, C, H]",
+             "```", ""]
+    for stage, title in (("pretrain", "Pretraining"), ("analysis", "Concept diagnostics"),
+                         ("finetune", "Fine-tuned benchmarks (validation, mean ± std over seeds)"),
+                         ("zero_shot", "Zero-shot STS (validation)"), ("baseline", "Baselines on the same splits")):
+        if metrics.get(stage):
+            lines += [f"## {title}", "", "| metric | value |", "|---|---|"]
+            for key, (value, std) in sorted(metrics[stage].items()):
+                lines.append(f"| {key} | {value:.4g}{'' if not std else f' ± {std:.2g}'} |")
+            lines.append("")
+    verdicts = verdicts_for(run_dir)
+    if verdicts:
+        lines += ["## Decision gates", "", "| gate | verdict | next step |", "|---|---|---|"]
+        lines += [f"| {v.gate.name} | {v.verdict} | {v.next} |" for v in verdicts] + [""]
+    return "\n".join(lines)
+
+
+def push(folder: Path, repo_id: str, private: bool = False) -> str:
+    """Create the repository if needed and upload the folder; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True, private=private)
+    return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="concept-encoder publish"))

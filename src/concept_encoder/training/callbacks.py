@@ -1,0 +1,55 @@
+"""Concept diagnostics during pretraining: logged beside eval_loss at every evaluation (and to any tracker)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import TrainerCallback
+
+from ..analysis.probe import probe_batches
+
+LOGGED = {  # diagnostics key -> logged name
+    "effective_rank_per_sample": "concepts/effective_rank_per_sample",
+    "effective_rank_global": "concepts/effective_rank_global",
+    "sum_max_rank_original": "concepts/sum_max_rank_original",
+    "similarity_abs_mean": "concepts/similarity_abs_mean",
+    "similarity_max": "concepts/similarity_max",
+    "dominance_per_sample": "concepts/dominance_per_sample",
+    "participation_ratio": "concepts/participation_ratio",
+    "attention_entropy": "concepts/attention_entropy",
+    "static_concepts": "concepts/static_concepts",
+}
+
+
+class ConceptDiagnosticsCallback(TrainerCallback):
+    """After each evaluation, probe the encoder on fixed validation blocks and `trainer.log` the diagnostics.
+
+    Built with the trainer it logs through (`attach`), so the numbers land in the log history, the
+    console and every `report_to` tracker like any other metric.
+    """
+
+    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 32):
+        self.input_ids, self.attention_mask, self.batch_size = input_ids, attention_mask, batch_size
+        self.trainer = None
+
+    @classmethod
+    def attach(cls, trainer, blocks, count: int, batch_size: int = 32) -> ConceptDiagnosticsCallback:
+        """Probe on the first `count` blocks of a dataset with an `input_ids` column (padded to one length)."""
+        rows = [blocks[i]["input_ids"] for i in range(min(count, len(blocks)))]
+        width = max(len(r) for r in rows)
+        pad = trainer.model.config.pad_token_id or 0
+        ids = torch.tensor([list(r) + [pad] * (width - len(r)) for r in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        callback = cls(ids, mask, batch_size)
+        callback.trainer = trainer
+        trainer.add_callback(callback)
+        return callback
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.trainer is None:
+            return
+        model = self.trainer.model
+        encoder = getattr(model, "encoder", model)
+        batches = ((self.input_ids[i : i + self.batch_size], self.attention_mask[i : i + self.batch_size])
+                   for i in range(0, len(self.input_ids), self.batch_size))
+        diagnostics = probe_batches(encoder, batches)["diagnostics"]
+        self.trainer.log({name: round(float(diagnostics[key]), 5) for key, name in LOGGED.items()})

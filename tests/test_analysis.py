@@ -1,0 +1,154 @@
+"""Concept diagnostics on hand-built matrices, attention usage, probing a real model, decision gates."""
+
+import math
+
+import pytest
+import torch
+
+from concept_encoder import ConceptEncoderModel
+from concept_encoder.analysis import ProbeError, attention_usage, concept_diagnostics, probe, read_probe_file
+from concept_encoder.analysis.diagnostics import participation_ratio, rankme, sum_max_ratio
+from concept_encoder.analysis.gates import evaluate_gates, load_gates
+from concept_encoder.config import ConfigError
+
+from .conftest import tiny_config
+
+S, C, H = 6, 4, 16
+
+
+def orthonormal(rows: int, width: int, seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(width, rows, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)))
+    return q.T  # [rows, width], orthonormal rows
+
+
+def test_orthonormal_concepts_have_full_rank_and_no_similarity():
+    concepts = torch.stack([orthonormal(C, H, seed) for seed in range(S)])  # a different basis per sample
+    d = concept_diagnostics(concepts)
+    assert d["effective_rank_per_sample"] == pytest.approx(C) and d["effective_rank_per_sample_fraction"] == pytest.approx(1)
+    assert d["sum_max_rank_original"] <= C + 1e-9
+    assert d["similarity_mean"] == pytest.approx(0, abs=1e-9) and d["similarity_max_any"] == pytest.approx(0, abs=1e-9)
+    assert d["dominance_per_sample"] == pytest.approx(1 / C)
+
+
+def test_identical_concepts_have_rank_one_and_similarity_one():
+    vectors = torch.randn(S, 1, H).expand(S, C, H)  # every concept of a sample is the same vector
+    d = concept_diagnostics(vectors)
+    assert d["effective_rank_per_sample"] == pytest.approx(1, abs=1e-4)
+    assert d["similarity_mean"] == pytest.approx(1) and d["similarity_max"] == pytest.approx(1)
+    assert d["dominance_per_sample"] == pytest.approx(1, abs=1e-6)
+
+
+def test_per_sample_collapse_that_the_global_rank_cannot_see():
+    # each input collapses all C concepts onto one direction, but inputs use S different directions
+    directions = orthonormal(S, H)
+    collapsed_within = directions[:, None, :].expand(S, C, H)
+    d = concept_diagnostics(collapsed_within)
+    assert d["effective_rank_per_sample"] == pytest.approx(1, abs=1e-4)
+    assert d["effective_rank_global"] == pytest.approx(S)
+    # the converse: full rank within each input, the same C directions for every input -> static concepts
+    same_for_all = orthonormal(C, H)[None].expand(S, C, H)
+    d = concept_diagnostics(same_for_all)
+    assert d["effective_rank_per_sample"] == pytest.approx(C) and d["effective_rank_global"] == pytest.approx(C)
+    assert d["static_concepts"] == C
+
+
+def test_spectral_formulas_by_hand():
+    assert rankme(torch.tensor([1.0, 1.0, 1.0, 1.0])).item() == pytest.approx(4)
+    p = torch.tensor([3.0, 1.0]) / 4
+    assert rankme(torch.tensor([3.0, 1.0])).item() == pytest.approx(math.exp(-(p * p.log()).sum().item()))
+    assert sum_max_ratio(torch.tensor([4.0, 2.0, 2.0])).item() == pytest.approx(2.0)
+    assert participation_ratio(torch.tensor([1.0, 1.0, 0.0, 0.0])).item() == pytest.approx(2.0)
+    assert participation_ratio(torch.tensor([4.0, 1.0])).item() == pytest.approx(25 / 17)
+
+
+def test_dead_dimension_is_counted():
+    concepts = torch.randn(S, C, H)
+    concepts[..., 3] = 0.5  # never moves
+    d = concept_diagnostics(concepts)
+    assert d["dead_dimensions"] == 1 and d["dimension_std_min"] == pytest.approx(0, abs=1e-12)
+
+
+def test_attention_usage_uniform_one_hot_and_padding():
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])  # 4 real tokens
+    uniform = torch.zeros(1, 2, 2, 6)
+    uniform[..., :4] = 0.25
+    usage = attention_usage(uniform, mask)
+    assert torch.allclose(usage["entropy"], torch.ones(1, 2, dtype=torch.float64))
+    assert torch.allclose(usage["tokens_read"], torch.full((1, 2), 4.0, dtype=torch.float64))
+    one_hot = torch.zeros(1, 2, 2, 6)
+    one_hot[..., 1] = 1.0
+    usage = attention_usage(one_hot, mask)
+    assert torch.allclose(usage["entropy"], torch.zeros(1, 2, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(usage["tokens_read"], torch.ones(1, 2, dtype=torch.float64))
+
+
+def test_probe_of_a_real_model_is_padding_invariant(tokenizer, sentences):
+    model = ConceptEncoderModel(tiny_config(tokenizer.vocab_size)).eval()
+    together = probe(model, tokenizer, sentences, max_length=64, batch_size=16)  # one padded batch
+    alone = probe(model, tokenizer, sentences, max_length=64, batch_size=1)  # no padding at all
+    assert together["concepts"].shape == (16, 8, 64)
+    for key, value in alone["diagnostics"].items():
+        assert together["diagnostics"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    assert 0 < together["diagnostics"]["attention_entropy"] <= 1
+    assert len(together["entropy_by_step"]) == 2
+
+
+def test_probe_file_errors(tmp_path):
+    empty = tmp_path / "probe.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ProbeError, match=r"probe.txt: empty"):
+        read_probe_file(empty)
+    with pytest.raises(ProbeError, match="no such file"):
+        read_probe_file(tmp_path / "missing.txt")
+
+
+def verdict(gate_id: str, value: float, **facts) -> str:
+    gates = [g for g in load_gates() if g.id == gate_id]
+    (result,) = evaluate_gates(gates, {gates[0].metric: value}, facts)
+    return result.verdict
+
+
+@pytest.mark.parametrize("gate, value, expected", [
+    ("gate1_rank", 0.51, "pass"), ("gate1_rank", 0.49, "partial"), ("gate1_rank", 0.24, "partial"),
+    ("gate1_rank", 0.23, "fail"),
+    ("runner_rank", 0.31, "partial"), ("runner_rank", 0.29, "fail"),
+    ("similarity", 0.19, "pass"), ("similarity", 0.21, "partial"), ("similarity", 0.51, "fail"),
+    ("dead_dimensions", 0.011, "pass"), ("dead_dimensions", 0.009, "fail"),
+    ("gate1_stsb", 0.71, "pass"), ("gate1_stsb", 0.69, "fail"),
+    ("gate2_stsb", 0.76, "pass"), ("gate2_stsb", 0.74, "fail"),
+    ("gate2_mnli", 0.66, "pass"), ("gate2_mnli", 0.64, "fail"),
+    ("sg1_qqp", 0.77, "pass"), ("sg1_qqp", 0.75, "fail"),
+    ("sg1_zero_shot", 0.61, "pass"), ("sg1_zero_shot", 0.59, "fail"),
+])
+def test_gate_verdicts_either_side_of_each_threshold(gate, value, expected):
+    assert verdict(gate, value) == expected
+
+
+def test_gates_that_apply_only_to_some_runs_and_unmeasured_metrics():
+    gates = load_gates()
+    by_id = {v.gate.id: v for v in evaluate_gates(gates, {"finetune.stsb.pearson": 0.4}, {"objective": "mlm"})}
+    assert "todo11_diffusion" not in by_id and "gate3_recursive" not in by_id
+    assert by_id["gate1_rank"].verdict == "not measured" and by_id["gate1_stsb"].verdict == "fail"
+    assert verdict("todo11_diffusion", 0.4, objective="diffusion") == "partial"
+    assert verdict("gate3_recursive", 0.01, weight_sharing=True) == "pass"
+
+
+def test_every_default_threshold_separates_two_verdicts():
+    for gate in load_gates():
+        for rule in gate.rules:
+            bound = rule.above if rule.above is not None else rule.below
+            if bound is None:
+                continue
+            facts = dict(gate.applies_to)
+            sides = {evaluate_gates([gate], {gate.metric: bound + s * 1e-6}, facts)[0].verdict for s in (-1, 1)}
+            assert len(sides) == 2, (gate.id, bound)
+
+
+def test_bad_gates_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "gates.yaml"
+    path.write_text("gates:\n  - {id: g, metric: analysis.x, rules: [{above: 1, verdict: great}]}\n")
+    with pytest.raises(ConfigError, match=r"gates.yaml, gate g: verdict 'great'"):
+        load_gates(path)
+    path.write_text("gates:\n  - {id: g, metric: analysis.x, rule: []}\n")
+    with pytest.raises(ConfigError, match=r"gate g: needs id, metric, rules"):
+        load_gates(path)

@@ -1,0 +1,98 @@
+"""`concept-encoder experiment` on a micro config end to end: report files, registry row, gates, resume, publish."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from concept_encoder.cli import main
+from concept_encoder.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "configs" / "micro" / "perceiver_mlm_L6.yaml"
+QUICK = ["training.max_steps=40", "training.eval_steps=20", "training.save_steps=20", "training.run_name=exp",
+         "analysis.probe_documents=16", "analysis.during_training_blocks=8",
+         "evaluation.finetune_tasks=[stsb]", "evaluation.zero_shot_tasks=[stsb]", "evaluation.seeds=[1]",
+         "evaluation.num_train_epochs=1", "evaluation.max_train_examples=64", "evaluation.max_eval_examples=64"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiment")
+    args = ["experiment", str(MICRO), "--output-dir", str(root), "--registry", str(root / "registry.sqlite")]
+    for override in QUICK:
+        args += ["--set", override]
+    assert main(args) == 0
+    return root, root / "exp"
+
+
+def test_experiment_writes_report_registry_row_and_verdicts(finished, capsys):
+    root, run_dir = finished
+    report = (run_dir / "report" / "report.md").read_text()
+    html = (run_dir / "report" / "report.html").read_text()
+    assert "## Decision gates" in report and "Gate 1: per-sample concept rank" in report
+    assert "| stsb | validation | spearman |" in report  # fine-tuned and zero-shot tables with baselines
+    assert html.count("data:image/png;base64,") >= 4 and 'src="similarity.png"' not in html  # self-contained
+    assert set(json.loads((run_dir / "stages.json").read_text())) == {"pretrain", "analyze", "evaluate", "report"}
+
+    with Registry(root / "registry.sqlite") as registry:
+        run = registry.get("exp")
+    assert run["status"] == "complete" and run["config"]["evaluation"]["finetune_tasks"] == ["stsb"]
+    assert {"pretrain", "analysis", "finetune", "zero_shot", "baseline"} <= set(run["metrics"])
+    assert run["metrics"]["baseline"]["stsb.tfidf_cosine.spearman"]["value"] > 0.5
+    analysis = json.loads((run_dir / "analysis" / "analysis.json").read_text())
+    assert run["metrics"]["analysis"]["effective_rank_per_sample"]["value"] == pytest.approx(
+        analysis["diagnostics"]["effective_rank_per_sample"])
+
+    history = json.loads((run_dir / "log_history.json").read_text())["log_history"]
+    assert sum("concepts/effective_rank_per_sample" in entry for entry in history) == 3  # steps 20, 40 and final
+
+    assert main(["runs", "list", "--registry", str(root / "registry.sqlite")]) == 0
+    assert "exp" in capsys.readouterr().out
+    assert main(["runs", "show", "nope", "--registry", str(root / "registry.sqlite")]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_resume_reruns_only_unfinished_stages(finished):
+    root, run_dir = finished
+    weights = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
+    stages = json.loads((run_dir / "stages.json").read_text())
+    del stages["analyze"]
+    (run_dir / "stages.json").write_text(json.dumps(stages))
+    (run_dir / "analysis" / "analysis.json").unlink()
+    assert main(["experiment", "--resume", str(run_dir), "--registry", str(root / "registry.sqlite")]) == 0
+    assert (run_dir / "analysis" / "analysis.json").exists()
+    assert (run_dir / "model" / "model.safetensors").stat().st_mtime_ns == weights  # pretraining was not redone
+
+
+def test_publish_dry_run_folder_loads_with_plain_transformers(finished, tmp_path):
+    _, run_dir = finished
+    folder = tmp_path / "hub"
+    assert main(["publish", str(run_dir), "--repo-id", "someone/micro", "--dry-run", "--folder", str(folder)]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_concept_encoder.ConceptEncoderModel"
+    assert "effective_rank_per_sample" in (folder / "README.md").read_text()
+    # a fresh interpreter that never imports concept_encoder: the folder's own code must load
+    script = ("import sys, torch; sys.modules['concept_encoder'] = None\n"
+              "from transformers import AutoModel, AutoTokenizer\n"
+              f"m = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()\n"
+              f"t = AutoTokenizer.from_pretrained({str(folder)!r})\n"
+              "print(tuple(m(**t(['a test'], return_tensors='pt')).last_hidden_state.shape))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False,
+                         env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("(1, 8, 64)")
+
+
+def test_bad_inputs_fail_before_any_stage(tmp_path, capsys):
+    corrupt = tmp_path / "registry.sqlite"
+    corrupt.write_text("not a database")
+    args = ["experiment", str(MICRO), "--output-dir", str(tmp_path), "--registry", str(corrupt)]
+    assert main(args) == 2
+    assert "registry.sqlite" in capsys.readouterr().err and not (tmp_path / "exp").exists()
+    assert main(["experiment", str(MICRO), "--set", "evaluation.finetune_tasks=[glu]"]) == 2
+    assert "unknown task 'glu'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
