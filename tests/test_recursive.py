@@ -82,3 +82,20 @@ def test_recursive_checkpoint_restores_every_weight(tokenizer, batch, tmp_path):
         torch.testing.assert_close(loaded.state_dict()[key], value, atol=0, rtol=0, msg=key)
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_token_projection_shared_across_iterations_equals_recomputing_it(tokenizer, batch, padded):
+    model = ConceptEncoderModel(tiny_config(tokenizer.vocab_size, weight_sharing=True, num_iterations=4,
+                                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if not padded:
+        ids, mask = ids[:1, : int(mask[0].sum())], None
+    results = []
+    for share in (True, False):
+        model.share_token_projection = share
+        out = model(ids, attention_mask=mask).last_hidden_state
+        results.append((out, torch.autograd.grad(out.square().sum(), list(model.parameters()))))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for fast, plain in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-6)

@@ -96,6 +96,7 @@ class Attention(nn.Module):
         key_rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         need_weights: bool = False,
         causal: bool = False,  # self-attention only: query i sees keys j <= i
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # from project_context, reused across calls
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         context = x if context is None else context
         if causal:
@@ -103,11 +104,18 @@ class Attention(nn.Module):
             lower = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()  # [N, N]
             key_mask = lower if key_mask is None else key_mask & lower
         q = apply_rotary(split_heads(self.to_q(x), self.num_heads), query_rotary)  # [B, h, Lq, d]
-        k, v = self.to_kv(context).chunk(2, dim=-1)
-        k = apply_rotary(split_heads(k, self.num_heads), key_rotary)  # [B, h, Lk, d]
-        v = split_heads(v, self.num_heads)
+        k, v = context_kv if context_kv is not None else self.project_context(context, key_rotary)
         out, weights = attend(q, k, v, key_mask, self.dropout if self.training else 0.0, need_weights)
         return self.to_out(merge_heads(out)), weights
+
+
+    def project_context(
+        self, context: torch.Tensor, key_rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [B, h, Lk, d] of a context. A weight-shared layer reading the same static tokens
+        at every iteration computes them once (`context_kv`) instead of K times."""
+        k, v = self.to_kv(context).chunk(2, dim=-1)
+        return apply_rotary(split_heads(k, self.num_heads), key_rotary), split_heads(v, self.num_heads)
 
 
 class BidirectionalCrossAttention(nn.Module):

@@ -65,9 +65,11 @@ class ConceptLayer(GradientCheckpointingLayer):
         token_rotary: Rotary = None,
         need_weights: bool = False,
         refine_tokens: bool = True,  # unused: tokens are static
+        token_kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # precomputed cross_attn.project_context(tokens)
     ):
         update, cross_w = self.cross_attn(
-            self.cross_norm(concepts), tokens, key_mask, key_rotary=token_rotary, need_weights=need_weights
+            self.cross_norm(concepts), tokens, key_mask, key_rotary=token_rotary, need_weights=need_weights,
+            context_kv=token_kv,
         )
         concepts = concepts + self.dropout(update)
         update, self_w = self.self_attn(self.self_norm(concepts), need_weights=need_weights)

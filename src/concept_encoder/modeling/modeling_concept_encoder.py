@@ -25,6 +25,7 @@ from .decoder import ConceptDecoder
 from .diffusion import DiffusionDecoder
 from .embeddings import ConceptEmbeddings, TokenEmbeddings, default_positions
 from .layers import BiXTLayer, ConceptLayer
+from .vocab_loss import linear_cross_entropy_sum
 
 IGNORE_INDEX = -100
 
@@ -153,6 +154,11 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
     weight_sharing=True: one layer applied K times (K from the config or the `num_iterations` argument).
     """
 
+    # a shared stacked layer reads the same tokens at every iteration, so their K/V are projected once;
+    # False recomputes them each time (the plain path the equivalence tests compare against). Gradient-
+    # checkpointed layers always recompute from their own inputs.
+    share_token_projection = True
+
     # loading the encoder out of a pretraining checkpoint drops its decoder and head on purpose
     _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\.", r"^loss_weighting\."]
 
@@ -217,6 +223,11 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
 
         hidden_states, self_maps, cross_maps = [concepts], [], []
         schedule = self.layer_schedule(num_iterations)
+        shared = {}
+        recursive = len(schedule) > 1 and schedule[0] is schedule[-1] and isinstance(schedule[0], ConceptLayer)
+        if recursive and self.share_token_projection and not self.is_gradient_checkpointing:
+            # one layer reading the same static tokens every iteration: project them to K/V once
+            shared["token_kv"] = schedule[0].cross_attn.project_context(tokens, rotary)
         for step, layer in enumerate(schedule):
             concepts, tokens, cross_w, self_w = layer(
                 concepts,
@@ -226,6 +237,7 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
                 rotary,
                 need_weights=output_attentions,
                 refine_tokens=step < len(schedule) - 1,  # the last step's tokens are never read
+                **shared,
             )
             hidden_states.append(concepts)
             cross_maps.append(cross_w)
@@ -266,6 +278,14 @@ class MaskedLMHead(nn.Module):
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:  # [..., H] -> [..., V]
         return self.decoder(self.norm(F.gelu(self.transform(states)))) + self.bias
+
+    def loss(self, states: torch.Tensor, target: torch.Tensor, num_items_in_batch=None, label_smoothing: float = 0.0,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Token-mean cross-entropy of labelled states [T, H] against target [T], without [T, V] logits kept
+        (chunked projection, gradients on the way; see vocab_loss.py). Equals token_mean_cross_entropy(self(states))."""
+        hidden = self.norm(F.gelu(self.transform(states)))  # [T, Dt]
+        total = linear_cross_entropy_sum(hidden, self.decoder.weight, self.bias, target, label_smoothing, weights)
+        return total / (num_items_in_batch if num_items_in_batch is not None else target.numel())
 
 
 def token_mean_cross_entropy(
@@ -373,9 +393,13 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             if labels is None:
                 raise ValueError("decoder_type='autoregressive' decodes by teacher forcing: pass labels (the text)")
             embed = self.encoder.embeddings.word_embeddings
-            logits = self.lm_head(self.decoder(concepts, embed, labels, position_ids))  # [B, N, V]
-            loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing)
-            logits = logits if return_dense_logits else None
+            states = self.decoder(concepts, embed, labels, position_ids)  # [B, N, H]
+            if return_dense_logits:
+                logits = self.lm_head(states)  # [B, N, V]
+                loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing)
+            else:
+                labelled = labels != IGNORE_INDEX
+                loss = self.lm_head.loss(states[labelled], labels[labelled], num_items_in_batch, smoothing)
         elif self.config.decoder_type == "diffusion":
             # the denoiser reads every position (it mixes tokens); only labelled ones are projected
             embeds = self.encoder.embeddings.word_embeddings(input_ids)
@@ -385,8 +409,8 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
                 weights = None
                 if self.config.diffusion_elbo_weighting and noise_level is not None:
                     weights = (1.0 / noise_level.float())[:, None].expand_as(labels)[labelled]  # 1/t per token
-                loss = token_mean_cross_entropy(self.lm_head(states[labelled]), labels[labelled], num_items_in_batch,
-                                                smoothing, weights) if labelled.any() else states.sum() * 0.0
+                loss = self.lm_head.loss(states[labelled], labels[labelled], num_items_in_batch, smoothing,
+                                         weights) if labelled.any() else states.sum() * 0.0
             else:
                 logits = self.lm_head(states)
                 if labels is not None:
@@ -401,7 +425,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             if target.numel() == 0:  # nothing labelled: a zero that keeps the graph connected
                 loss = states.sum() * 0.0
             else:
-                loss = token_mean_cross_entropy(self.lm_head(states[valid]), target, num_items_in_batch, smoothing)
+                loss = self.lm_head.loss(states[valid], target, num_items_in_batch, smoothing)
         else:
             states, decoder_maps = self.decode(concepts, input_ids, position_ids, output_attentions)
             logits = self.lm_head(states)  # [B, N, V]

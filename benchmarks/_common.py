@@ -1,0 +1,115 @@
+"""Shared benchmark plumbing: machine facts, the matmul peak, alternating timings, FLOP counts, peak memory,
+and writing each benchmark's table into docs/benchmarks.md (its own marked section, replaced atomically)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, bf16 autocast)"
+    cpu = platform.processor() or "cpu"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, fp32 (torch {torch.__version__})"
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def alternate(candidates: dict[str, callable], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each candidate, measured in turns (A B A B ...) so drift hits all alike."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def matmul_peak(size: int = 2048, repeats: int = 7) -> float:
+    """Measured FLOP/s of a square matmul in the training dtype (the denominator of every utilisation)."""
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    a = torch.randn(size, size, device=device(), dtype=dtype)
+    b = torch.randn(size, size, device=device(), dtype=dtype)
+    seconds = alternate({"mm": lambda: a @ b}, repeats, warmup=2)["mm"]
+    return 2 * size**3 / seconds
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call (matmuls and attention, forward and backward), by torch's FLOP counter."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def in_subprocess(script: Path, *args: str) -> dict:
+    """Run `script --child ARGS` in a fresh interpreter (a clean memory high-water mark); its last stdout line is JSON."""
+    out = subprocess.run([sys.executable, str(script), "--child", *args], capture_output=True, text=True,
+                         check=False, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, title: str, body: str) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md (or append it), stamped with machine and date."""
+    name = f"{name}:{device().type}"  # CPU and GPU tables live side by side
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    kind = "GPU" if device().type == "cuda" else "CPU"
+    section = f"{start}\n## {title} ({kind})\n\n_{machine()}; {date.today().isoformat()}._\n\n{body.strip()}\n{end}"
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    temporary = DOC.with_suffix(".md.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(DOC)
+    print(body)

@@ -1,0 +1,110 @@
+"""Training tokens/s, FLOPs utilisation and peak memory at the plan's L6 MLM config: ours vs a same-size BERT.
+
+    python benchmarks/train_throughput.py [--quick] [--repeats 5]
+
+One process, the candidates measured in turns (A B A B ...), median step time; a training step is forward,
+backward and AdamW. FLOPs are counted by torch's FLOP counter (matmuls and attention, forward and backward)
+and divided by the step time and by the matmul peak measured by this script in the same run. Rows:
+- ours vs BertForMaskedLM at N = 512 (batch 8), ours at N = 2048 (batch 2: the same tokens per step);
+- ours with denormals flushed vs not flushed (the initialisation must leave none to flush).
+Peak memory (CPU: max RSS; GPU: max allocated) is taken in a fresh subprocess per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from _common import (
+    alternate,
+    count_flops,
+    in_subprocess,
+    markdown_table,
+    matmul_peak,
+    peak_rss_bytes,
+    write_section,
+)
+from models import FULL, QUICK, Shape, bert, concept_encoder, mlm_batch, optimizer, training_step
+
+
+def build(kind: str, shape: Shape):
+    model = concept_encoder(shape) if kind == "concept" else bert(shape)
+    return model, optimizer(model), mlm_batch(shape)
+
+
+def child(kind: str, shape: Shape) -> None:
+    """Peak memory of one training step, printed as JSON (runs in its own process)."""
+    model, opt, batch = build(kind, shape)
+    training_step(model, batch, opt)  # optimizer state allocated
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        training_step(model, batch, opt)
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        training_step(model, batch, opt)
+        peak = peak_rss_bytes()
+    print(json.dumps({"peak_bytes": peak}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes (seconds)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "SHAPE_JSON"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], Shape(**json.loads(args.child[1])))
+
+    torch.manual_seed(0)
+    torch.set_flush_denormal(True)
+    base = QUICK if args.quick else FULL
+    long = dataclasses.replace(base, tokens=4 * base.tokens, batch=max(1, base.batch // 4))
+    peak = matmul_peak()
+    rows = []
+
+    def measure(label, candidates: dict, shapes: dict):
+        built = {name: build(kind, shapes[name]) for name, kind in candidates.items()}
+        steps = {name: (lambda m=m, o=o, b=b: training_step(m, b, o)) for name, (m, o, b) in built.items()}
+        seconds = alternate(steps, args.repeats)
+        for name, (model, _, batch) in built.items():
+            flops = count_flops(lambda m=model, b=batch: training_step(m, b))
+            tokens = batch["input_ids"].numel()
+            memory = in_subprocess(Path(__file__), candidates[name], json.dumps(dataclasses.asdict(shapes[name])))
+            rows.append([label, name, f"{shapes[name].batch}×{shapes[name].tokens}", f"{seconds[name]:.3f}",
+                         f"{tokens / seconds[name]:,.0f}", f"{flops / 1e9:,.1f}", f"{flops / seconds[name] / 1e9:,.1f}",
+                         f"{100 * flops / seconds[name] / peak:.0f}%",
+                         f"{memory.get('peak_bytes', float('nan')) / 2**30:.2f}"])
+        return seconds
+
+    pair = measure("N = short", {"concept encoder": "concept", "BertForMaskedLM": "bert"},
+                   {"concept encoder": base, "BertForMaskedLM": base})
+    measure("N = long", {"concept encoder": "concept"}, {"concept encoder": long})
+    speedup = pair["BertForMaskedLM"] / pair["concept encoder"]
+
+    model, opt, batch = build("concept", base)
+
+    def step_with(flush: bool):
+        def run():
+            torch.set_flush_denormal(flush)
+            training_step(model, batch, opt)
+        return run
+
+    denormal = alternate({"flushed": step_with(True), "not flushed": step_with(False)}, args.repeats)
+    torch.set_flush_denormal(True)
+
+    table = markdown_table(["setting", "model", "batch × N", "s / step", "tokens/s", "GFLOP / step", "GFLOP/s",
+                            "of matmul peak", "peak memory GiB"], rows)
+    body = (f"Shape: H{base.hidden} L{base.layers} C{base.concepts} FFN {base.ffn} V {base.vocab:,}, "
+            f"{int(100 * base.mask_rate)}% of positions labelled; matmul peak measured here: {peak / 1e9:,.0f} GFLOP/s. "
+            f"Command: `python benchmarks/train_throughput.py{' --quick' if args.quick else ''}`.\n\n{table}\n\n"
+            f"**Concept encoder vs BERT at N = {base.tokens}: {speedup:.2f}× the tokens/s.** "
+            f"Denormals: step {denormal['flushed']:.3f} s flushed vs {denormal['not flushed']:.3f} s not flushed "
+            f"(ratio {denormal['not flushed'] / denormal['flushed']:.2f}).")
+    write_section("train_throughput" + ("_quick" if args.quick else ""), "Training throughput", body)
+
+
+if __name__ == "__main__":
+    main()
