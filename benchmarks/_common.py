@@ -80,7 +80,12 @@ def count_flops(fn) -> int:
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """This process's resident-set high-water mark. VmHWM, not ru_maxrss: ru_maxrss survives fork + exec, so a
+    child started by a large parent would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: the best there is
 
 
 def in_subprocess(script: Path, *args: str) -> dict:

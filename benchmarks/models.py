@@ -23,6 +23,7 @@ class Shape:
     batch: int = 8
     tokens: int = 512
     mask_rate: float = 0.15
+    dropout: float = 0.1  # hidden and attention dropout of both models (the plan's value)
 
 
 FULL = Shape()
@@ -33,7 +34,8 @@ def concept_encoder(shape: Shape, **overrides) -> ConceptEncoderForMaskedLM:
     settings = {
         "vocab_size": shape.vocab, "hidden_size": shape.hidden, "num_hidden_layers": shape.layers, "num_concepts": shape.concepts,
         "num_attention_heads": shape.heads, "intermediate_size": shape.ffn, "max_position_embeddings": max(shape.tokens, 512),
-        "pad_token_id": 0, "mask_token_id": 4}
+        "pad_token_id": 0, "mask_token_id": 4, "hidden_dropout_prob": shape.dropout,
+        "attention_probs_dropout_prob": shape.dropout}
     config = ConceptEncoderConfig(**{**settings, **overrides})
     return ConceptEncoderForMaskedLM(config).to(device()).train()
 
@@ -41,7 +43,8 @@ def concept_encoder(shape: Shape, **overrides) -> ConceptEncoderForMaskedLM:
 def bert(shape: Shape) -> BertForMaskedLM:
     config = BertConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
                         num_attention_heads=shape.heads, intermediate_size=shape.ffn,
-                        max_position_embeddings=max(shape.tokens, 512), attn_implementation="sdpa")
+                        max_position_embeddings=max(shape.tokens, 512), hidden_dropout_prob=shape.dropout,
+                        attention_probs_dropout_prob=shape.dropout, attn_implementation="sdpa")
     return BertForMaskedLM(config).to(device()).train()
 
 
@@ -71,4 +74,4 @@ def training_step(model, batch: dict, optimizer=None):
 
 
 def optimizer(model) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=torch.cuda.is_available())
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as pretraining uses it (CPU and GPU)

@@ -5,7 +5,8 @@
 One process, the candidates measured in turns (A B A B ...), median step time; a training step is forward,
 backward and AdamW. FLOPs are counted by torch's FLOP counter (matmuls and attention, forward and backward)
 and divided by the step time and by the matmul peak measured by this script in the same run. Rows:
-- ours vs BertForMaskedLM at N = 512 (batch 8), ours at N = 2048 (batch 2: the same tokens per step);
+- ours vs BertForMaskedLM at N = 512 (batch 8), ours at N = 2048 (batch 2: the same tokens per step), with the
+  plan's dropout 0.1 and with dropout 0 (CPU dropout is RNG-bound: it costs time and no FLOPs);
 - ours with denormals flushed vs not flushed (the initialisation must leave none to flush).
 Peak memory (CPU: max RSS; GPU: max allocated) is taken in a fresh subprocess per row.
 """
@@ -79,10 +80,14 @@ def main() -> None:
                          f"{memory.get('peak_bytes', float('nan')) / 2**30:.2f}"])
         return seconds
 
-    pair = measure("N = short", {"concept encoder": "concept", "BertForMaskedLM": "bert"},
-                   {"concept encoder": base, "BertForMaskedLM": base})
-    measure("N = long", {"concept encoder": "concept"}, {"concept encoder": long})
-    speedup = pair["BertForMaskedLM"] / pair["concept encoder"]
+    speedups = {}
+    for dropout in (base.dropout, 0.0):
+        short = dataclasses.replace(base, dropout=dropout)
+        label = f"dropout {dropout}"
+        pair = measure(label, {"concept encoder": "concept", "BertForMaskedLM": "bert"},
+                       {"concept encoder": short, "BertForMaskedLM": short})
+        measure(label, {"concept encoder": "concept"}, {"concept encoder": dataclasses.replace(long, dropout=dropout)})
+        speedups[dropout] = pair["BertForMaskedLM"] / pair["concept encoder"]
 
     model, opt, batch = build("concept", base)
 
@@ -100,7 +105,8 @@ def main() -> None:
     body = (f"Shape: H{base.hidden} L{base.layers} C{base.concepts} FFN {base.ffn} V {base.vocab:,}, "
             f"{int(100 * base.mask_rate)}% of positions labelled; matmul peak measured here: {peak / 1e9:,.0f} GFLOP/s. "
             f"Command: `python benchmarks/train_throughput.py{' --quick' if args.quick else ''}`.\n\n{table}\n\n"
-            f"**Concept encoder vs BERT at N = {base.tokens}: {speedup:.2f}× the tokens/s.** "
+            f"**Concept encoder vs BERT at N = {base.tokens}: "
+            + ", ".join(f"{v:.2f}× the tokens/s with dropout {k}" for k, v in speedups.items()) + ".** "
             f"Denormals: step {denormal['flushed']:.3f} s flushed vs {denormal['not flushed']:.3f} s not flushed "
             f"(ratio {denormal['not flushed'] / denormal['flushed']:.2f}).")
     write_section("train_throughput" + ("_quick" if args.quick else ""), "Training throughput", body)

@@ -404,17 +404,19 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             # the denoiser reads every position (it mixes tokens); only labelled ones are projected
             embeds = self.encoder.embeddings.word_embeddings(input_ids)
             states = self.decoder(concepts, embeds, position_ids, attention_mask, noise_level)  # [B, N, H]
+            weights = None  # ELBO: 1/t per token
+            if labels is not None and self.config.diffusion_elbo_weighting and noise_level is not None:
+                weights = (1.0 / noise_level.float())[:, None].expand_as(labels)  # [B, N]
             if labels is not None and not return_dense_logits:
                 labelled = labels != IGNORE_INDEX  # [B, N]
-                weights = None
-                if self.config.diffusion_elbo_weighting and noise_level is not None:
-                    weights = (1.0 / noise_level.float())[:, None].expand_as(labels)[labelled]  # 1/t per token
                 loss = self.lm_head.loss(states[labelled], labels[labelled], num_items_in_batch, smoothing,
-                                         weights) if labelled.any() else states.sum() * 0.0
+                                         None if weights is None else weights[labelled]
+                                         ) if labelled.any() else states.sum() * 0.0
             else:
                 logits = self.lm_head(states)
                 if labels is not None:
-                    loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing)
+                    loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing,
+                                                    None if weights is None else weights.flatten())
         elif labels is not None and not return_dense_logits:
             # Sparse path: decode and project only the T labelled positions, never [B, N, V].
             index, valid = select_positions(labels != IGNORE_INDEX)  # [B, M]

@@ -35,24 +35,28 @@ class _LinearCrossEntropy(torch.autograd.Function):
         vocab = weight.shape[0]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_weight = None
         grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
         for start in range(0, hidden.shape[0], rows):
             h, t = hidden[start : start + rows], target[start : start + rows]
-            logits = torch.nn.functional.linear(h, weight, bias).float()  # [t, V]
-            loss, log_z = _chunk_loss(logits, t, smoothing)
-            grad = torch.exp(logits - log_z[:, None])  # softmax, in place of the logits' memory
-            del logits
+            log_p = torch.nn.functional.linear(h, weight, bias).float().log_softmax(-1)  # [t, V], one fused pass
+            loss = -log_p.gather(1, t[:, None]).squeeze(1)
+            if smoothing > 0:  # (1 − ε)·nll + ε·mean_v(−log p_v)
+                loss = (1 - smoothing) * loss - smoothing * log_p.mean(-1)
+            grad = log_p.exp_()  # softmax, in the log-probabilities' memory
             grad[torch.arange(len(t), device=grad.device), t] -= 1 - smoothing
             if smoothing > 0:
                 grad -= smoothing / vocab
             if token_weights is not None:
                 w = token_weights[start : start + rows].float()
-                loss, grad = loss * w, grad * w[:, None]
+                loss, grad = loss * w, grad.mul_(w[:, None])
             total += loss.sum()
             grad = grad.to(hidden.dtype)
             grad_hidden[start : start + rows] = grad @ weight  # [t, D]
-            grad_weight.addmm_(grad.T.float(), h.float())  # [V, D]
+            if start == 0:  # the first chunk writes the weight gradient, later ones add to it (no zero fill)
+                grad_weight = grad.T.float() @ h.float()  # [V, D]
+            else:
+                grad_weight.addmm_(grad.T.float(), h.float())
             if grad_bias is not None:
                 grad_bias += grad.sum(0, dtype=torch.float32)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
