@@ -92,6 +92,8 @@ def in_subprocess(script: Path, *args: str) -> dict:
     """Run `script --child ARGS` in a fresh interpreter (a clean memory high-water mark); its last stdout line is JSON."""
     out = subprocess.run([sys.executable, str(script), "--child", *args], capture_output=True, text=True,
                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    if out.returncode < 0:  # killed by a signal: on a CPU box, the kernel's out-of-memory killer
+        return {"error": f"killed by signal {-out.returncode} (out of memory)"}
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
