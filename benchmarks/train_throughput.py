@@ -32,8 +32,9 @@ from models import FULL, QUICK, Shape, bert, concept_encoder, mlm_batch, optimiz
 
 
 def build(kind: str, shape: Shape):
-    model = concept_encoder(shape) if kind == "concept" else bert(shape)
-    return model, optimizer(model), mlm_batch(shape)
+    model = concept_encoder(shape) if kind.startswith("concept") else bert(shape)
+    opt = optimizer(model)
+    return (torch.compile(model) if kind.endswith("+compile") else model), opt, mlm_batch(shape)
 
 
 def child(kind: str, shape: Shape) -> None:
@@ -54,10 +55,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (seconds)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", action="store_true",
+                        help="also both models under torch.compile (inductor; minutes of compilation on a CPU)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SHAPE_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], Shape(**json.loads(args.child[1])))
+    torch._dynamo.config.cache_size_limit = 64  # labelled counts vary: shapes become dynamic after one recompile
 
     torch.manual_seed(0)
     torch.set_flush_denormal(True)
@@ -71,23 +75,34 @@ def main() -> None:
         steps = {name: (lambda m=m, o=o, b=b: training_step(m, b, o)) for name, (m, o, b) in built.items()}
         seconds = alternate(steps, args.repeats)
         for name, (model, _, batch) in built.items():
-            flops = count_flops(lambda m=model, b=batch: training_step(m, b))
+            eager = getattr(model, "_orig_mod", model)  # a compiled model computes the same FLOPs
+            flops = count_flops(lambda m=eager, b=batch: training_step(m, b))
             tokens = batch["input_ids"].numel()
-            memory = in_subprocess(Path(__file__), candidates[name], json.dumps(dataclasses.asdict(shapes[name])))
+            memory = {} if candidates[name].endswith("+compile") else in_subprocess(
+                Path(__file__), candidates[name], json.dumps(dataclasses.asdict(shapes[name])))
             rows.append([label, name, f"{shapes[name].batch}×{shapes[name].tokens}", f"{seconds[name]:.3f}",
                          f"{tokens / seconds[name]:,.0f}", f"{flops / 1e9:,.1f}", f"{flops / seconds[name] / 1e9:,.1f}",
                          f"{100 * flops / seconds[name] / peak:.0f}%",
-                         f"{memory.get('peak_bytes', float('nan')) / 2**30:.2f}"])
+                         f"{memory['peak_bytes'] / 2**30:.2f}" if "peak_bytes" in memory else "–"])
         return seconds
 
     speedups = {}
-    for dropout in (base.dropout, 0.0):
-        short = dataclasses.replace(base, dropout=dropout)
-        label = f"dropout {dropout}"
-        pair = measure(label, {"concept encoder": "concept", "BertForMaskedLM": "bert"},
-                       {"concept encoder": short, "BertForMaskedLM": short})
-        measure(label, {"concept encoder": "concept"}, {"concept encoder": dataclasses.replace(long, dropout=dropout)})
-        speedups[dropout] = pair["BertForMaskedLM"] / pair["concept encoder"]
+    if args.compile:  # eager and compiled, both models, in one alternating run
+        names = {"concept encoder": "concept", "concept encoder, compiled": "concept+compile",
+                 "BertForMaskedLM": "bert", "BertForMaskedLM, compiled": "bert+compile"}
+        seconds = measure(f"dropout {base.dropout}", names, dict.fromkeys(names, base))
+        speedups["compiled vs compiled"] = seconds["BertForMaskedLM, compiled"] / seconds["concept encoder, compiled"]
+        speedups["compiled vs eager BERT"] = seconds["BertForMaskedLM"] / seconds["concept encoder, compiled"]
+        speedups["eager vs eager"] = seconds["BertForMaskedLM"] / seconds["concept encoder"]
+    else:
+        for dropout in (base.dropout, 0.0):
+            short = dataclasses.replace(base, dropout=dropout)
+            label = f"dropout {dropout}"
+            pair = measure(label, {"concept encoder": "concept", "BertForMaskedLM": "bert"},
+                           {"concept encoder": short, "BertForMaskedLM": short})
+            measure(label, {"concept encoder": "concept"},
+                    {"concept encoder": dataclasses.replace(long, dropout=dropout)})
+            speedups[f"dropout {dropout}"] = pair["BertForMaskedLM"] / pair["concept encoder"]
 
     model, opt, batch = build("concept", base)
 
@@ -106,10 +121,11 @@ def main() -> None:
             f"{int(100 * base.mask_rate)}% of positions labelled; matmul peak measured here: {peak / 1e9:,.0f} GFLOP/s. "
             f"Command: `python benchmarks/train_throughput.py{' --quick' if args.quick else ''}`.\n\n{table}\n\n"
             f"**Concept encoder vs BERT at N = {base.tokens}: "
-            + ", ".join(f"{v:.2f}× the tokens/s with dropout {k}" for k, v in speedups.items()) + ".** "
+            + ", ".join(f"{v:.2f}× the tokens/s ({k})" for k, v in speedups.items()) + ".** "
             f"Denormals: step {denormal['flushed']:.3f} s flushed vs {denormal['not flushed']:.3f} s not flushed "
             f"(ratio {denormal['not flushed'] / denormal['flushed']:.2f}).")
-    write_section("train_throughput" + ("_quick" if args.quick else ""), "Training throughput", body)
+    write_section("train_throughput" + ("_quick" if args.quick else "") + ("_compile" if args.compile else ""),
+                  "Training throughput" + (" with torch.compile rows" if args.compile else ""), body)
 
 
 if __name__ == "__main__":
