@@ -87,7 +87,7 @@ def test_publish_dry_run_folder_loads_with_plain_transformers(finished, tmp_path
     assert out.stdout.strip().endswith("(1, 8, 64)")
 
 
-def test_bad_inputs_fail_before_any_stage(tmp_path, capsys):
+def test_bad_inputs_fail_before_any_stage(tmp_path, capsys, monkeypatch):
     corrupt = tmp_path / "registry.sqlite"
     corrupt.write_text("not a database")
     args = ["experiment", str(MICRO), "--output-dir", str(tmp_path), "--registry", str(corrupt)]
@@ -95,4 +95,7 @@ def test_bad_inputs_fail_before_any_stage(tmp_path, capsys):
     assert "registry.sqlite" in capsys.readouterr().err and not (tmp_path / "exp").exists()
     assert main(["experiment", str(MICRO), "--set", "evaluation.finetune_tasks=[glu]"]) == 2
     assert "unknown task 'glu'" in capsys.readouterr().err
-    assert main(["report", str(tmp_path / "missing")]) == 2
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "no_such_run"]) == 2  # neither a folder nor a run in a registry
+    assert "no run registry here yet" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # a lookup never creates an empty database

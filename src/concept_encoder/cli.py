@@ -162,10 +162,20 @@ def _run_folder(reference: str, registry_path: str | None) -> Path:
     """A run folder given directly, or a run id (or unique part of one) looked up in the registry."""
     if Path(reference).is_dir():
         return Path(reference)
-    from .registry import Registry, default_registry_path
+    from .registry import Registry
 
-    with Registry(registry_path or default_registry_path()) as registry:
+    with Registry(_existing_registry(registry_path)) as registry:
         return Path(registry.get(reference)["run_dir"])
+
+
+def _existing_registry(path: str | None) -> Path:
+    """The registry to read; looking something up never creates an empty database."""
+    from .registry import default_registry_path
+
+    path = Path(path) if path else default_registry_path()
+    if not path.exists():
+        raise RegistryError(f"{path}: no run registry here yet (experiments create it; or pass --registry PATH)")
+    return path
 
 
 def experiment(args: argparse.Namespace) -> int:
@@ -184,9 +194,9 @@ def experiment(args: argparse.Namespace) -> int:
 
 def runs(args: argparse.Namespace) -> int:
     """The run registry: list, show one run, compare two (with deltas, optionally against a baseline run)."""
-    from .registry import Registry, default_registry_path, format_compare, format_run, format_run_list
+    from .registry import Registry, format_compare, format_run, format_run_list
 
-    with Registry(args.registry or default_registry_path()) as registry:
+    with Registry(_existing_registry(args.registry)) as registry:
         if args.runs_verb == "list":
             print(format_run_list(registry.list_runs()))
         elif args.runs_verb == "show":
