@@ -37,6 +37,9 @@ def test_experiment_writes_report_registry_row_and_verdicts(finished, capsys):
     assert "| stsb | validation | spearman |" in report  # fine-tuned and zero-shot tables with baselines
     assert html.count("data:image/png;base64,") >= 4 and 'src="similarity.png"' not in html  # self-contained
     assert set(json.loads((run_dir / "stages.json").read_text())) == {"pretrain", "analyze", "evaluate", "report"}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run_dir / "report" / "report.html").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
     with Registry(root / "registry.sqlite") as registry:
         run = registry.get("exp")
@@ -87,6 +90,17 @@ def test_publish_dry_run_folder_loads_with_plain_transformers(finished, tmp_path
     assert out.stdout.strip().endswith("(1, 8, 64)")
 
 
+def test_publish_never_replaces_a_folder_it_did_not_make(finished, tmp_path, capsys):
+    _, run_dir = finished
+    for folder in (run_dir, run_dir.parent):
+        assert main(["publish", str(run_dir), "--repo-id", "a/b", "--dry-run", "--folder", str(folder)]) == 2
+        assert "it would be replaced" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["publish", str(run_dir), "--repo-id", "a/b", "--dry-run", "--folder", str(tmp_path)]) == 2
+    assert "was not made by publish" in capsys.readouterr().err and (tmp_path / "notes.txt").exists()
+    assert (run_dir / "model" / "model.safetensors").exists()
+
+
 def test_bad_inputs_fail_before_any_stage(tmp_path, capsys, monkeypatch):
     corrupt = tmp_path / "registry.sqlite"
     corrupt.write_text("not a database")
@@ -95,6 +109,12 @@ def test_bad_inputs_fail_before_any_stage(tmp_path, capsys, monkeypatch):
     assert "registry.sqlite" in capsys.readouterr().err and not (tmp_path / "exp").exists()
     assert main(["experiment", str(MICRO), "--set", "evaluation.finetune_tasks=[glu]"]) == 2
     assert "unknown task 'glu'" in capsys.readouterr().err
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("gates: [unclosed\n")
+    assert main(["experiment", str(MICRO), "--set", f"analysis.gates={gates}"]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["experiment", "--resume", str(tmp_path), "--set", "training.max_steps=5"]) == 2
+    assert "drop --set" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
     assert main(["report", "no_such_run"]) == 2  # neither a folder nor a run in a registry
     assert "no run registry here yet" in capsys.readouterr().err

@@ -34,3 +34,21 @@ def test_without_gradients_it_is_the_same_sum():
     with torch.no_grad():
         chunked = linear_cross_entropy_sum(hidden, weight, None, target, rows=6)
     torch.testing.assert_close(chunked, F.cross_entropy(hidden @ weight.T, target, reduction="sum"))
+
+
+def test_many_chunks_under_bf16_autocast_match_float32_and_empty_input_works():
+    T, D, V = 300, 16, 1000
+    hidden = torch.randn(T, D, requires_grad=True)
+    weight = torch.randn(V, D, requires_grad=True)
+    target = torch.randint(0, V, (T,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = linear_cross_entropy_sum(hidden, weight, None, target, rows=64)  # 5 chunks
+    got = torch.autograd.grad(mixed, [hidden, weight])
+    assert all(g.dtype == torch.float32 for g in got)
+    plain = F.cross_entropy(hidden @ weight.T, target, reduction="sum")
+    expected = torch.autograd.grad(plain, [hidden, weight])
+    torch.testing.assert_close(mixed, plain.detach(), rtol=2e-2, atol=0)  # bf16 projection
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=5e-2, atol=5e-2)
+    empty = linear_cross_entropy_sum(hidden[:0], weight, None, target[:0])
+    assert empty.item() == 0.0 and torch.autograd.grad(empty, weight)[0].abs().sum() == 0

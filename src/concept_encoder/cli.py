@@ -142,7 +142,7 @@ def analyze(args: argparse.Namespace) -> int:
     print(f"probe: {record['probe']['source']}")
     for key, value in record["diagnostics"].items():
         print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    print(f"analysis: {Path(record['plots']['similarity']).parent / 'analysis.json'}")
+    print(f"analysis: {record['output_dir']}/analysis.json (and {', '.join(record['plots'].values())})")
     return 0
 
 

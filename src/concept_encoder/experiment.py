@@ -8,6 +8,7 @@ finished task.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from .config import ConfigError, load_experiment
 from .data import resolve_data_dir
 from .data.tasks import get_task, resolve_tasks
 from .evaluation.finetune import evaluate_tasks, load_settings, zero_shot_tasks
-from .registry import Registry, default_registry_path, git_commit
+from .registry import Registry, RegistryError, default_registry_path, git_commit
 from .registry.collect import FINETUNE_RESULTS, ZERO_SHOT_RESULTS, artefacts, run_metrics
 from .registry.report import build_report, verdicts_for
 from .training import pretrain
@@ -48,6 +49,8 @@ def run_experiment(
 ) -> tuple[Path, list[Verdict]]:
     """Run (or finish) every stage; returns the run folder and the gate verdicts."""
     if resume is not None:
+        if overrides:  # every stage must see the config the run was started with
+            raise ConfigError("experiment --resume continues a run as recorded in its experiment.yaml; drop --set")
         if not (Path(resume) / EXPERIMENT_FILE).exists():
             raise ConfigError(f"--resume {resume}: no {EXPERIMENT_FILE} (not a run folder)")
         experiment = load_experiment(Path(resume) / EXPERIMENT_FILE)
@@ -71,21 +74,22 @@ def run_experiment(
         run_dir = pretrain(config_path, overrides, data_dir, output_root, resume)
         _mark(run_dir, "pretrain", started)
     run_id = run_dir.name
-    registry.record_run(run_id, run_dir=str(run_dir.resolve()), config=experiment.to_dict(), git_commit=git_commit(),
-                        status="running")
-    registry.record_metrics(run_id, "pretrain", run_metrics(run_dir).get("pretrain", {}))
-
     try:
-        _later_stages(run_dir, experiment, data_path, finetune_names, settings)
-    except BaseException:
-        registry.set_status(run_id, "failed")  # the row says so; --resume picks up where it stopped
+        registry.record_run(run_id, run_dir=str(run_dir.resolve()), config=experiment.to_dict(),
+                            git_commit=git_commit(), status="running")
+        registry.record_metrics(run_id, "pretrain", run_metrics(run_dir).get("pretrain", {}))
+        try:
+            _later_stages(run_dir, experiment, data_path, finetune_names, settings)
+        except BaseException:
+            with contextlib.suppress(RegistryError):  # never hide the stage's own error behind this one
+                registry.set_status(run_id, "failed")  # --resume picks up where it stopped
+            raise
+        for stage, metrics in run_metrics(run_dir).items():
+            registry.record_metrics(run_id, stage, metrics)
+        registry.record_artefacts(run_id, artefacts(run_dir))
+        registry.set_status(run_id, "complete")
+    finally:
         registry.close()
-        raise
-    for stage, metrics in run_metrics(run_dir).items():
-        registry.record_metrics(run_id, stage, metrics)
-    registry.record_artefacts(run_id, artefacts(run_dir))
-    registry.set_status(run_id, "complete")
-    registry.close()
     return run_dir, verdicts_for(run_dir)
 
 

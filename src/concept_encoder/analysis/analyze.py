@@ -63,10 +63,10 @@ def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: 
         "probe": {"source": source, "texts": len(texts), "max_length": max_length},
         "diagnostics": result["diagnostics"],
         "attention_entropy_by_step": result["entropy_by_step"],
-        "plots": {
-            "similarity": str(plots.similarity_heatmap(result["concepts"], output_dir / "similarity.png")),
-            "spectrum": str(plots.singular_value_spectrum(result["concepts"], output_dir / "spectrum.png")),
+        "plots": {  # file names inside the analysis folder (the folder may move)
+            "similarity": plots.similarity_heatmap(result["concepts"], output_dir / "similarity.png").name,
+            "spectrum": plots.singular_value_spectrum(result["concepts"], output_dir / "spectrum.png").name,
         },
     }
     write_json(output_dir / "analysis.json", record)
-    return record
+    return {**record, "output_dir": str(output_dir)}

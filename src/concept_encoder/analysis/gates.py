@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ..config import ConfigError, parse_yaml
 
 DEFAULT_GATES = Path(__file__).with_name("gates.yaml")
@@ -52,7 +54,9 @@ def load_gates(path: str | Path | None = None) -> list[Gate]:
         raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"gates file {path}: no such file") from None
-    if set(raw) != {"gates"} or not isinstance(raw["gates"], list):
+    except yaml.YAMLError as error:
+        raise ConfigError(f"gates file {path}: not valid YAML ({error})") from None
+    if not isinstance(raw, dict) or set(raw) != {"gates"} or not isinstance(raw["gates"], list):
         raise ConfigError(f"gates file {path}: expected one key `gates` holding a list")
     gates = []
     for index, entry in enumerate(raw["gates"]):
@@ -61,12 +65,17 @@ def load_gates(path: str | Path | None = None) -> list[Gate]:
         if unknown or not {"id", "metric", "rules"} <= set(entry):
             raise ConfigError(f"{where}: needs id, metric, rules (optional name, source, applies_to); "
                               f"unknown keys {sorted(unknown)}")
+        if not isinstance(entry["rules"], list) or not isinstance(entry.get("applies_to") or {}, dict):
+            raise ConfigError(f"{where}: rules must be a list and applies_to a mapping")
         rules = []
         for rule in entry["rules"]:
             if not isinstance(rule, dict) or set(rule) - {"above", "below", "verdict", "next"} or "verdict" not in rule:
                 raise ConfigError(f"{where}: a rule is {{verdict, next, above?, below?}}, got {rule!r}")
             if rule["verdict"] not in VERDICTS:
                 raise ConfigError(f"{where}: verdict {rule['verdict']!r} is not one of {VERDICTS}")
+            bounds = [rule.get(k) for k in ("above", "below") if rule.get(k) is not None]
+            if any(isinstance(b, bool) or not isinstance(b, (int, float)) for b in bounds):
+                raise ConfigError(f"{where}: above / below must be numbers, got {rule!r}")
             rules.append(Rule(rule["verdict"], rule.get("next", ""), rule.get("above"), rule.get("below")))
         gates.append(Gate(entry["id"], entry.get("name", entry["id"]), entry["metric"], tuple(rules),
                           entry.get("source", ""), tuple((entry.get("applies_to") or {}).items())))

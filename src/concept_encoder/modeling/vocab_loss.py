@@ -35,10 +35,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         vocab = weight.shape[0]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
         for start in range(0, hidden.shape[0], rows):
             h, t = hidden[start : start + rows], target[start : start + rows]
+            # the projection follows the ambient autocast (bf16 on GPUs); the softmax is float32
             log_p = torch.nn.functional.linear(h, weight, bias).float().log_softmax(-1)  # [t, V], one fused pass
             loss = -log_p.gather(1, t[:, None]).squeeze(1)
             if smoothing > 0:  # (1 − ε)·nll + ε·mean_v(−log p_v)
@@ -51,14 +52,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 w = token_weights[start : start + rows].float()
                 loss, grad = loss * w, grad.mul_(w[:, None])
             total += loss.sum()
-            grad = grad.to(hidden.dtype)
-            grad_hidden[start : start + rows] = grad @ weight  # [t, D]
-            if start == 0:  # the first chunk writes the weight gradient, later ones add to it (no zero fill)
-                grad_weight = grad.T.float() @ h.float()  # [V, D]
-            else:
-                grad_weight.addmm_(grad.T.float(), h.float())
+            # gradients accumulate in float32 whatever autocast does (an in-place bf16/fp32 mix would fail)
+            with torch.autocast(hidden.device.type, enabled=False):
+                grad_hidden[start : start + rows] = (grad @ weight.float()).to(hidden.dtype)  # [t, D]
+                grad_weight.addmm_(grad.T, h.float())  # [V, D]
             if grad_bias is not None:
-                grad_bias += grad.sum(0, dtype=torch.float32)
+                grad_bias += grad.sum(0)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.weight_dtype = weight.dtype
         return total

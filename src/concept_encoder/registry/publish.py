@@ -15,7 +15,9 @@ from .. import modeling
 from ..training.runs import EXPERIMENT_FILE, write_atomic, write_json
 from .collect import run_metrics
 from .report import verdicts_for
+from .store import RegistryError
 
+MARKER = ".concept-encoder-publish"
 AUTO_MAP = {
     "AutoConfig": "configuration.ConceptEncoderConfig",
     "AutoModel": "modeling_concept_encoder.ConceptEncoderModel",
@@ -30,6 +32,11 @@ def prepare_folder(run_dir: str | Path, repo_id: str, folder: Path) -> Path:
     model_dir = run_dir / "model"
     if not (run_dir / EXPERIMENT_FILE).exists() or not (model_dir / "model.safetensors").exists():
         raise FileNotFoundError(f"{run_dir}: no finished model to publish (model/model.safetensors missing)")
+    folder = folder.resolve()
+    if folder == run_dir.resolve() or folder in run_dir.resolve().parents:
+        raise RegistryError(f"--folder {folder}: is the run folder or holds it; it would be replaced")
+    if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
+        raise RegistryError(f"--folder {folder}: exists and was not made by publish; choose an empty or new folder")
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -43,6 +50,7 @@ def prepare_folder(run_dir: str | Path, repo_id: str, folder: Path) -> Path:
     config["auto_map"] = AUTO_MAP
     write_json(staging / "config.json", config)
     write_atomic(staging / "README.md", model_card(run_dir, repo_id))
+    (staging / MARKER).write_text(f"{run_dir.resolve()}\n", encoding="utf-8")  # lets a rerun replace it
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)  # the folder appears whole or not at all
     return folder
@@ -79,5 +87,10 @@ def push(folder: Path, repo_id: str, private: bool = False) -> str:
     from huggingface_hub import HfApi
 
     api = HfApi()
-    api.create_repo(repo_id, exist_ok=True, private=private)
-    return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="concept-encoder publish"))
+    try:
+        api.create_repo(repo_id, exist_ok=True, private=private)
+        return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="concept-encoder publish",
+                                     ignore_patterns=[MARKER]))
+    except Exception as error:  # offline, no token, no rights, network: the folder stays ready for a retry
+        raise RegistryError(f"push to {repo_id} failed ({type(error).__name__}: {error}); "
+                            f"the prepared folder {folder} is kept") from None

@@ -98,7 +98,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
                   "| diagnostic | value | meaning |", "|---|---|---|"]
         lines += [f"| `{key}` | {d[key]:.4g} | {meaning} |" for key, meaning in DIAGNOSTICS_SHOWN if key in d]
         for name in ("similarity", "spectrum"):
-            source = Path(analysis["plots"][name])
+            source = run_dir / ANALYSIS_RESULTS.parent / Path(analysis["plots"][name]).name
             if source.exists():
                 (out / source.name).parent.mkdir(parents=True, exist_ok=True)
                 (out / source.name).write_bytes(source.read_bytes())

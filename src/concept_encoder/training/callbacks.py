@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 from transformers import TrainerCallback
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 from ..analysis.probe import probe_batches
 
@@ -32,8 +35,12 @@ class ConceptDiagnosticsCallback(TrainerCallback):
         self.trainer = None
 
     @classmethod
-    def attach(cls, trainer, blocks, count: int, batch_size: int = 32) -> ConceptDiagnosticsCallback:
-        """Probe on the first `count` blocks of a dataset with an `input_ids` column (padded to one length)."""
+    def attach(cls, trainer, blocks, count: int, batch_size: int = 32) -> ConceptDiagnosticsCallback | None:
+        """Probe on the first `count` blocks of a dataset with an `input_ids` column (padded to one length).
+        None (and a warning) when there are fewer than 2 blocks: diagnostics compare inputs."""
+        if len(blocks) < 2:
+            logger.warning("concept diagnostics during training need >= 2 validation blocks; %d here: off", len(blocks))
+            return None
         rows = [blocks[i]["input_ids"] for i in range(min(count, len(blocks)))]
         width = max(len(r) for r in rows)
         pad = trainer.model.config.pad_token_id or 0
