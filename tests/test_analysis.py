@@ -152,3 +152,26 @@ def test_bad_gates_file_is_a_clear_error(tmp_path):
     path.write_text("gates:\n  - {id: g, metric: analysis.x, rule: []}\n")
     with pytest.raises(ConfigError, match=r"gate g: needs id, metric, rules"):
         load_gates(path)
+
+
+def test_k_sweep_of_a_recursive_model_writes_points_gain_and_plot(tmp_path, tokenizer, capsys):
+    import json
+
+    from concept_encoder import ConceptEncoderForMaskedLM
+    from concept_encoder.cli import main
+
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size, weight_sharing=True, num_iterations=3)
+                              ).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    assert main(["k-sweep", str(model_dir), "--ks", "1", "6", "12", "--tasks", "stsb"]) == 0
+    record = json.loads((model_dir / "analysis" / "k_sweep.json").read_text())
+    assert record["trained_k"] == 3 and list(record["points"]) == ["1", "6", "12"]
+    assert record["gain_12_over_6"] == pytest.approx(record["points"]["12"] - record["points"]["6"])
+    assert len(set(record["points"].values())) == 3  # K changes the encoder's output
+    assert (model_dir / "analysis" / "k_sweep.png").exists()
+    stacked = tmp_path / "stacked"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(stacked)
+    tokenizer.save_pretrained(stacked)
+    assert main(["k-sweep", str(stacked), "--tasks", "stsb"]) == 2
+    assert "not a weight-shared" in capsys.readouterr().err

@@ -146,6 +146,20 @@ def analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def k_sweep(args: argparse.Namespace) -> int:
+    """A recursive model's zero-shot STS at several iteration counts K (the plan's Gate 3)."""
+    from .analysis.k_sweep import k_sweep as run_sweep
+    from .data import resolve_data_dir
+
+    record = run_sweep(args.run, args.ks, _tasks(args), resolve_data_dir(args.data_dir, required=False),
+                       pooling=args.pooling)
+    print(f"{'K':>4}{'mean Spearman':>15}  " + "  ".join(record["by_task"]))
+    for k, value in record["points"].items():
+        print(f"{k:>4}{100 * value:>15.2f}  " + "  ".join(f"{100 * v[k]:.2f}" for v in record["by_task"].values()))
+    print(f"trained at K = {record['trained_k']}; gain of K=12 over K=6: {record.get('gain_12_over_6', 'n/a')}")
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     """Markdown + self-contained HTML report of a run folder, with the gate verdicts."""
     from .analysis.gates import format_verdicts
@@ -286,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted experiment")
     p.add_argument("--registry", help=f"run database (default: ${REGISTRY_HELP})")
     p.set_defaults(run_verb=experiment)
+
+    p = verbs.add_parser("k-sweep", help="a recursive model's zero-shot STS at several iteration counts K")
+    p.add_argument("run", help="a run folder or a model folder of a weight-shared concept encoder")
+    p.add_argument("--ks", nargs="+", type=int, default=[2, 4, 6, 8, 12])
+    p.add_argument("--tasks", nargs="+", default=["zero-shot"], help="sts tasks or groups (default: %(default)s)")
+    p.add_argument("--columns", help="user task columns, e.g. text_a=left,text_b=right,label=score")
+    p.add_argument("--pooling", default="mean", choices=["mean", "decoder"])
+    p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
+    p.set_defaults(run_verb=k_sweep)
 
     p = verbs.add_parser("report", help="markdown + self-contained HTML report of a run, with gate verdicts")
     p.add_argument("run", help="a run folder or a run id in the registry")

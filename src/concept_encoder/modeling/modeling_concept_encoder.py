@@ -225,7 +225,7 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
         schedule = self.layer_schedule(num_iterations)
         shared = {}
         recursive = len(schedule) > 1 and schedule[0] is schedule[-1] and isinstance(schedule[0], ConceptLayer)
-        if recursive and self.share_token_projection and not self.is_gradient_checkpointing:
+        if recursive and self.share_token_projection and not self.is_activation_checkpointing:
             # one layer reading the same static tokens every iteration: project them to K/V once
             shared["token_kv"] = schedule[0].cross_attn.project_context(tokens, rotary)
         for step, layer in enumerate(schedule):
