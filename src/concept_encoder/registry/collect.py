@@ -20,7 +20,8 @@ ANALYSIS_RESULTS = Path("analysis") / "analysis.json"
 K_SWEEP_RESULTS = Path("analysis") / "k_sweep.json"
 
 
-def _read(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A run file's content, or None when the stage that writes it has not run."""
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
@@ -31,17 +32,17 @@ def _number(value) -> bool:
 def run_metrics(run_dir: Path) -> dict[str, dict[str, tuple[float, float | None]]]:
     run_dir = Path(run_dir)
     stages: dict[str, dict[str, tuple[float, float | None]]] = {}
-    summary = _read(run_dir / "train_summary.json")
+    summary = read_json(run_dir / "train_summary.json")
     if summary:
         stages["pretrain"] = {k: (float(summary[k]), None) for k in PRETRAIN_KEYS if _number(summary.get(k))}
-    analysis = _read(run_dir / ANALYSIS_RESULTS)
+    analysis = read_json(run_dir / ANALYSIS_RESULTS)
     if analysis:
         stages["analysis"] = {k: (float(v), None) for k, v in analysis["diagnostics"].items() if _number(v)}
-    sweep = _read(run_dir / K_SWEEP_RESULTS)
+    sweep = read_json(run_dir / K_SWEEP_RESULTS)
     if sweep and "gain_12_over_6" in sweep:
         stages.setdefault("analysis", {})["k_sweep_gain_12_over_6"] = (float(sweep["gain_12_over_6"]), None)
     for stage, path in (("finetune", FINETUNE_RESULTS), ("zero_shot", ZERO_SHOT_RESULTS)):
-        results = _read(run_dir / path)
+        results = read_json(run_dir / path)
         for task, result in (results or {}).get("tasks", {}).items():
             for metric, value in result["summary"].items():
                 if _number(value["mean"]):

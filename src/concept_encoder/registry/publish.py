@@ -91,6 +91,6 @@ def push(folder: Path, repo_id: str, private: bool = False) -> str:
         api.create_repo(repo_id, exist_ok=True, private=private)
         return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="concept-encoder publish",
                                      ignore_patterns=[MARKER]))
-    except Exception as error:  # offline, no token, no rights, network: the folder stays ready for a retry
+    except Exception as error:  # noqa: BLE001  (offline, no token, no rights, network: all one message)
         raise RegistryError(f"push to {repo_id} failed ({type(error).__name__}: {error}); "
                             f"the prepared folder {folder} is kept") from None

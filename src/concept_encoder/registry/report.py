@@ -19,8 +19,8 @@ from .collect import (
     FINETUNE_RESULTS,
     K_SWEEP_RESULTS,
     ZERO_SHOT_RESULTS,
-    _read,
     flatten,
+    read_json,
     run_facts,
     run_metrics,
 )
@@ -66,10 +66,10 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
         raise FileNotFoundError(f"{run_dir}: not a run folder ({EXPERIMENT_FILE} missing)")
     out = run_dir / REPORT_DIR
     experiment = load_experiment(run_dir / EXPERIMENT_FILE)
-    summary = _read(run_dir / "train_summary.json") or {}
-    analysis = _read(run_dir / ANALYSIS_RESULTS)
-    finetune, zero_shot = _read(run_dir / FINETUNE_RESULTS), _read(run_dir / ZERO_SHOT_RESULTS)
-    history = (_read(run_dir / "log_history.json") or {}).get("log_history", [])
+    summary = read_json(run_dir / "train_summary.json") or {}
+    analysis = read_json(run_dir / ANALYSIS_RESULTS)
+    finetune, zero_shot = read_json(run_dir / FINETUNE_RESULTS), read_json(run_dir / ZERO_SHOT_RESULTS)
+    history = (read_json(run_dir / "log_history.json") or {}).get("log_history", [])
     verdicts = verdicts_for(run_dir)
 
     lines = [f"# {run_dir.name}", ""]
@@ -117,7 +117,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
                                 out / "benchmarks.png")
     lines += [f"![benchmarks]({bars.name})", ""] if bars else ["Not evaluated yet (`concept-encoder evaluate`).", ""]
 
-    sweep = _read(run_dir / K_SWEEP_RESULTS)
+    sweep = read_json(run_dir / K_SWEEP_RESULTS)
     if sweep:
         points = [(int(k), v) for k, v in sweep["points"].items()]
         png = plots.line(points, out / "k_sweep.png", "iterations K at test time", sweep["metric"],
