@@ -175,3 +175,22 @@ def test_k_sweep_of_a_recursive_model_writes_points_gain_and_plot(tmp_path, toke
     tokenizer.save_pretrained(stacked)
     assert main(["k-sweep", str(stacked), "--tasks", "stsb"]) == 2
     assert "not a weight-shared" in capsys.readouterr().err
+
+
+def test_analyze_verb_on_a_model_folder_with_a_probe_file(tmp_path, tokenizer, sentences, capsys):
+    import json
+
+    from concept_encoder import ConceptEncoderForMaskedLM
+    from concept_encoder.cli import main
+
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    probe_file = tmp_path / "probe.txt"
+    probe_file.write_text("\n".join(sentences))
+    assert main(["analyze", str(model_dir)]) == 2  # no run folder, so no corpus: a probe file is needed
+    assert "give a probe file" in capsys.readouterr().err
+    assert main(["analyze", str(model_dir), "--probe-file", str(probe_file)]) == 0
+    record = json.loads((model_dir / "analysis" / "analysis.json").read_text())
+    assert record["probe"]["texts"] == 16 and record["diagnostics"]["num_concepts"] == 8
+    assert (model_dir / "analysis" / record["plots"]["spectrum"]).exists()
