@@ -63,5 +63,5 @@ def test_tiny_llama_backbone_from_disk(tmp_path):
         hidden = reference(ids, output_hidden_states=True).hidden_states[2]
     torch.testing.assert_close(ours, reference.norm(hidden))  # layer 2's states under the final RMSNorm
     assert model(ids).concepts.shape == (2, 8, 64)
-    with pytest.raises(ValueError, match="layers must be in 1..4"):
+    with pytest.raises(ValueError, match="backbone_layers must be in 1..4"):
         ConceptEncoderForMaskedLM.from_backbone(str(tmp_path / "llama"), layers=5, **CONCEPTS)

