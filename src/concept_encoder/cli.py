@@ -90,12 +90,11 @@ def zero_shot(args: argparse.Namespace) -> int:
     """Zero-shot similarity of a model on STS tasks, beside the TF-IDF cosine baseline (printed only)."""
     from .data import resolve_data_dir
     from .evaluation import load_encoder, zero_shot_task
+    from .evaluation.zero_shot import require_similarity_tasks
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
     tasks = _tasks(args)
-    for task in tasks:
-        if not task.is_regression:
-            raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
+    require_similarity_tasks(tasks)
     model, tokenizer = load_encoder(args.model, args.pooling)
     print(f"{'task':<10}{'split':<12}{'n':>6}{'model Spearman':>16}{'TF-IDF cosine':>15}")
     for task in tasks:

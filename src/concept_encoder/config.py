@@ -275,17 +275,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, parse_yaml(raw)
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
-    """Read a YAML experiment file, apply overrides, and check its sections (not yet their keys)."""
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file holding a mapping (empty file: {}); a missing file, bad YAML or another shape is a ConfigError."""
     path = Path(path)
     try:
         raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections {list(SECTIONS)}, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping at the top of the {what}, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Read a YAML experiment file, apply overrides, and check its sections (not yet their keys)."""
+    path = Path(path)
+    raw = read_yaml_mapping(path)
     for text in overrides:
         keys, value = parse_override(text)
         node = raw.setdefault(keys[0], {})

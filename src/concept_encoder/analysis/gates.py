@@ -6,9 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from ..config import ConfigError, parse_yaml
+from ..config import ConfigError, read_yaml_mapping
 
 DEFAULT_GATES = Path(__file__).with_name("gates.yaml")
 VERDICTS = ("pass", "partial", "fail")
@@ -50,13 +48,8 @@ class Verdict:
 def load_gates(path: str | Path | None = None) -> list[Gate]:
     """Gates from a YAML file (default: the research plan's); every key checked, errors name file and gate."""
     path = Path(path) if path else DEFAULT_GATES
-    try:
-        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"gates file {path}: no such file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"gates file {path}: not valid YAML ({error})") from None
-    if not isinstance(raw, dict) or set(raw) != {"gates"} or not isinstance(raw["gates"], list):
+    raw = read_yaml_mapping(path, "gates file")
+    if set(raw) != {"gates"} or not isinstance(raw["gates"], list):
         raise ConfigError(f"gates file {path}: expected one key `gates` holding a list")
     gates = []
     for index, entry in enumerate(raw["gates"]):

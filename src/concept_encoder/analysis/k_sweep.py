@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 from ..data.tasks import Task, TaskError
-from ..evaluation.zero_shot import load_encoder, zero_shot_task
+from ..evaluation.zero_shot import load_encoder, require_similarity_tasks, zero_shot_task
 from ..training.runs import write_json
 from . import plots
 from .analyze import ANALYSIS_DIR, locate
@@ -22,9 +22,7 @@ def k_sweep(path: str | Path, ks: list[int], tasks: list[Task], data_dir: Path |
             pooling: str = "mean") -> dict:
     """Zero-shot Spearman of every task at every K; the headline is their mean per K."""
     run_dir, model_dir = locate(path)
-    for task in tasks:
-        if not task.is_regression:
-            raise TaskError(f"{task.name} is not a similarity task; the K sweep runs zero-shot STS")
+    require_similarity_tasks(tasks)
     if not ks or min(ks) < 1:
         raise TaskError(f"--ks {ks}: iteration counts must be positive")
     model, tokenizer = load_encoder(model_dir, pooling)

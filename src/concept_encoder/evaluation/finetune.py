@@ -34,7 +34,7 @@ from transformers import (
     set_seed,
 )
 
-from ..config import ConfigError, build_section, parse_yaml
+from ..config import ConfigError, build_section, read_yaml_mapping
 from ..data.blocks import document_hash
 from ..data.tasks import Task, TaskError, load_split
 from ..modeling import ConceptEncoderForSentencePairClassification
@@ -76,10 +76,7 @@ def load_settings(path: str | Path | None, task_names: list[str], **overrides) -
     """Per-task settings: the file's `defaults`, then its `tasks.<name>` keys, then command-line overrides."""
     raw = {}
     if path is not None:
-        try:
-            raw = parse_yaml(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
+        raw = read_yaml_mapping(path)
         unknown = sorted(set(raw) - {"defaults", "tasks"})
         if unknown:
             raise ConfigError(f"{path}: unknown section(s) {unknown}; valid: ['defaults', 'tasks']")
@@ -273,11 +270,9 @@ def evaluate_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_
 def zero_shot_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_dir: Path,
                     pooling: str = "mean", split: str = "validation") -> Path:
     """Zero-shot STS on every task into results.json / results.md, in the fine-tuning results' schema."""
-    from .zero_shot import load_encoder, zero_shot_task
+    from .zero_shot import load_encoder, require_similarity_tasks, zero_shot_task
 
-    for task in tasks:  # every task checked before the model is loaded
-        if not task.is_regression:
-            raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
+    require_similarity_tasks(tasks)  # every task checked before the model is loaded
     output_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_encoder(model_path, pooling)
     results = {"model": str(model_path), "mode": "zero-shot", "tasks": {}}

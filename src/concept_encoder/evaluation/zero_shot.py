@@ -105,10 +105,16 @@ def zero_shot_sts(model, tokenizer, task: Task, examples: list[dict]) -> dict[st
     return {name: 100 * value for name, value in metrics.items()}
 
 
+def require_similarity_tasks(tasks: list[Task]) -> None:
+    """Zero-shot scoring compares cosines with similarity scores: classification tasks are an error."""
+    for task in tasks:
+        if not task.is_regression:
+            raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
+
+
 def zero_shot_task(model, tokenizer, task: Task, data_dir, split: str = "validation") -> dict:
     """One task's zero-shot result in the schema of `results.json` (metrics as fractions), baseline beside."""
-    if not task.is_regression:
-        raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
+    require_similarity_tasks([task])
     examples = load_split(task, split, data_dir)
     train = load_split(task, "train", data_dir) if "train" in task.files else []
     scores = {name: value / 100 for name, value in zero_shot_sts(model, tokenizer, task, examples).items()}

@@ -19,13 +19,13 @@ def chunk_rows(vocab_size: int) -> int:
     return max(64, LOGITS_BYTES_PER_CHUNK // (4 * vocab_size))
 
 
-def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-row loss [t], log-normaliser [t]) of float32 logits [t, V], as F.cross_entropy defines them."""
-    log_z = logits.logsumexp(-1)
-    loss = log_z - logits.gather(1, target[:, None]).squeeze(1)  # −log p(target)
+def _chunk_loss(h, weight, bias, target, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-row loss [t], log-probabilities [t, V] float32) of one chunk, as F.cross_entropy defines them."""
+    log_p = torch.nn.functional.linear(h, weight, bias).float().log_softmax(-1)  # one fused pass
+    loss = -log_p.gather(1, target[:, None]).squeeze(1)
     if smoothing > 0:  # (1 − ε)·nll + ε·mean_v(−log p_v)
-        loss = (1 - smoothing) * loss + smoothing * (log_z - logits.mean(-1))
-    return loss, log_z
+        loss = (1 - smoothing) * loss - smoothing * log_p.mean(-1)
+    return loss, log_p
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -40,10 +40,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], rows):
             h, t = hidden[start : start + rows], target[start : start + rows]
             # the projection follows the ambient autocast (bf16 on GPUs); the softmax is float32
-            log_p = torch.nn.functional.linear(h, weight, bias).float().log_softmax(-1)  # [t, V], one fused pass
-            loss = -log_p.gather(1, t[:, None]).squeeze(1)
-            if smoothing > 0:  # (1 − ε)·nll + ε·mean_v(−log p_v)
-                loss = (1 - smoothing) * loss - smoothing * log_p.mean(-1)
+            loss, log_p = _chunk_loss(h, weight, bias, t, smoothing)  # [t], [t, V]
             grad = log_p.exp_()  # softmax, in the log-probabilities' memory
             grad[torch.arange(len(t), device=grad.device), t] -= 1 - smoothing
             if smoothing > 0:
@@ -85,8 +82,7 @@ def linear_cross_entropy_sum(
         return _LinearCrossEntropy.apply(hidden, weight, bias, target, token_weights, smoothing, rows)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     for start in range(0, hidden.shape[0], rows):  # evaluation: the same sum, no gradients
-        logits = torch.nn.functional.linear(hidden[start : start + rows], weight, bias).float()
-        loss, _ = _chunk_loss(logits, target[start : start + rows], smoothing)
+        loss, _ = _chunk_loss(hidden[start : start + rows], weight, bias, target[start : start + rows], smoothing)
         if token_weights is not None:
             loss = loss * token_weights[start : start + rows].float()
         total += loss.sum()
