@@ -65,3 +65,53 @@ def test_tiny_llama_backbone_from_disk(tmp_path):
     assert model(ids).concepts.shape == (2, 8, 64)
     with pytest.raises(ValueError, match="backbone_layers must be in 1..4"):
         ConceptEncoderForMaskedLM.from_backbone(str(tmp_path / "llama"), layers=5, **CONCEPTS)
+
+
+def test_partial_freezing_fixes_embeddings_and_the_lowest_layers(batch):
+    model = ConceptEncoderForMaskedLM.from_backbone(MINILM, layers=3, backbone_frozen_layers=2, **CONCEPTS)
+    out = model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["input_ids"])
+    out.loss.backward()
+    backbone = model.encoder.backbone.model
+    assert all(p.grad is None for p in backbone.get_input_embeddings().parameters())
+    layers = backbone.encoder.layer
+    assert all(p.grad is None for p in layers[:2].parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[2].parameters())
+    with pytest.raises(ValueError, match="backbone_frozen_layers"):
+        ConceptEncoderForMaskedLM.from_backbone(MINILM, layers=3, backbone_frozen_layers=4, **CONCEPTS)
+
+
+def test_a_fully_frozen_backbone_has_no_dropout_in_training_mode(batch):
+    model = ConceptEncoderForMaskedLM.from_backbone(MINILM, layers=2, freeze="all", **CONCEPTS).train()
+    backbone = model.encoder.backbone
+    assert backbone.training and not backbone.model.training
+    first = backbone(batch["input_ids"], batch["attention_mask"])
+    second = backbone(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(first, second)  # MiniLM's own dropout (0.1) would make these differ
+
+
+def test_distillation_makes_the_mean_concept_approach_minilms_sentence_embedding(batch):
+    from concept_encoder.objectives import ObjectiveLoss
+    from concept_encoder.objectives.distillation import distillation_loss, mean_tokens
+
+    # hand-built case: mean concept (1, 0) vs mean real token (1, 1) (the padded token is ignored): 1 - 1/sqrt(2)
+    concepts = torch.tensor([[[1.0, 1.0], [1.0, -1.0]]])
+    tokens = torch.tensor([[[2.0, 0.0], [0.0, 2.0], [9.0, -9.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    torch.testing.assert_close(mean_tokens(tokens, mask), torch.tensor([[1.0, 1.0]]))
+    torch.testing.assert_close(distillation_loss(concepts, tokens, mask), torch.tensor(1 - 2 ** -0.5))
+
+    torch.manual_seed(0)
+    model = ConceptEncoderForMaskedLM.from_backbone(MINILM, layers=6, freeze="all", num_concepts=8, hidden_size=384,
+                                                    num_hidden_layers=1, num_attention_heads=6, intermediate_size=256)
+    objective = ObjectiveLoss(task=False, distill=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    losses = []
+    for step in range(30):
+        total, parts, _ = objective(model, inputs, step)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        losses.append(parts["distill"])
+    assert set(parts) == {"distill"}
+    assert losses[-1] < 0.5 * losses[0]

@@ -99,3 +99,59 @@ def test_token_projection_shared_across_iterations_equals_recomputing_it(tokeniz
     torch.testing.assert_close(results[0][0], results[1][0])
     for fast, plain in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-6)
+
+
+def _trm_model(vocab_size, **trm):
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size, weight_sharing=True, num_iterations=4, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0, **trm)
+    return ConceptEncoderForMaskedLM(config)
+
+
+def test_deep_supervision_averages_the_segment_losses_and_cuts_gradients_between_segments(tokenizer, batch):
+    """K=4 in 2 segments: the loss is the mean of decoding the normalised state after 2 and after 4 iterations,
+    and the second segment's loss sends no gradient into the first segment."""
+    labels = batch["input_ids"].masked_fill(torch.rand(batch["input_ids"].shape, generator=torch.Generator().manual_seed(0)) > 0.3, -100)
+    model = _trm_model(tokenizer.vocab_size, deep_supervision_segments=2).train()
+    loss = model(**batch, labels=labels).loss
+
+    plain = _trm_model(tokenizer.vocab_size).train()  # same weights (same seed), one chain
+    enc = plain.encoder
+    out2 = enc(**batch, num_iterations=2, output_hidden_states=True)
+    out4 = enc(**batch, num_iterations=4)
+    expected = torch.stack([plain.decoding_loss(s, batch["input_ids"], batch["attention_mask"], labels,
+                                                torch.arange(labels.shape[1]).expand_as(labels))[0]
+                            for s in (out2.last_hidden_state, out4.last_hidden_state)]).mean()
+    torch.testing.assert_close(loss, expected)
+
+    # gradient cut: the last segment's state depends on the concept table only through the detached state
+    model.zero_grad()
+    enc = model.encoder
+    final = enc(**batch).last_hidden_state
+    final.sum().backward()
+    assert model.encoder.concepts.weight.grad is None or \
+        model.encoder.concepts.weight.grad.abs().sum() == 0
+
+
+def test_no_grad_iterations_run_only_in_training_and_inference_is_one_chain(tokenizer, batch):
+    trm = _trm_model(tokenizer.vocab_size, deep_supervision_segments=2, recursion_no_grad_iterations=1)
+    plain = _trm_model(tokenizer.vocab_size)
+    with torch.no_grad():  # evaluation: the same K=4 chain whatever the training schedule
+        torch.testing.assert_close(trm.eval()(**batch).concepts, plain.eval()(**batch).concepts)
+    labels = batch["input_ids"].masked_fill(batch["input_ids"] % 3 > 0, -100)
+    loss = trm.train()(**batch, labels=labels).loss
+    loss.backward()
+    table = trm.encoder.concepts.weight
+    assert table.grad is None or table.grad.abs().sum() == 0  # it enters through a no-grad iteration only
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trm.encoder.layers.parameters())
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"deep_supervision_segments": 3}, "do not divide"),
+    ({"recursion_no_grad_iterations": 4}, "at least one iteration with gradient"),
+    ({"deep_supervision_segments": 2, "weight_sharing": False, "num_iterations": None}, "weight_sharing=True"),
+])
+def test_recursion_training_settings_are_checked(tokenizer, fields, message):
+    settings = {"weight_sharing": True, "num_iterations": 4} | fields
+    with pytest.raises(ValueError, match=message):
+        tiny_config(tokenizer.vocab_size, **settings)

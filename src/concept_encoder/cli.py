@@ -205,6 +205,15 @@ def experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def study(args: argparse.Namespace) -> int:
+    """Every contender of a study under one token budget, then the comparison tables in the results file."""
+    from .study import run_study
+
+    results = run_study(args.study, args.data_dir, args.only, args.tables_only)
+    print(f"results: {results}")
+    return 0
+
+
 def runs(args: argparse.Namespace) -> int:
     """The run registry: list, show one run, compare two (with deltas, optionally against a baseline run)."""
     from .registry import Registry, format_compare, format_run, format_run_list
@@ -299,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted experiment")
     p.add_argument("--registry", help=f"run database (default: ${REGISTRY_HELP})")
     p.set_defaults(run_verb=experiment)
+
+    p = verbs.add_parser("study", help="run a study's contenders under one token budget and write its tables")
+    p.add_argument("study", help="study YAML, e.g. configs/study/cpu.yaml")
+    p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
+    p.add_argument("--only", nargs="+", metavar="CONTENDER", help="run only these contenders (tables cover all)")
+    p.add_argument("--tables-only", action="store_true", help="run nothing; rewrite the tables from the run folders")
+    p.set_defaults(run_verb=study)
 
     p = verbs.add_parser("k-sweep", help="a recursive model's zero-shot STS at several iteration counts K")
     p.add_argument("run", help="a run folder or a model folder of a weight-shared concept encoder")

@@ -61,13 +61,14 @@ class DataConfig:
                  "training a tokenizer needs the corpus in memory; with streaming use a Hub tokenizer or a folder")
 
 
-OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion")
+OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill")
 
 
 @dataclass
 class ObjectiveConfig:
     # mlm: token masking | span: contiguous spans | tsdae: deletion + position-only rebuild
     # simcse: contrastive only | diffusion: MDLM noising (t_min, ELBO, smoothing live in the model config)
+    # distill: the mean concept regresses the mean token state of a pretrained backbone (its sentence embedding)
     name: str = "mlm"
     mask_rate: float | None = None  # None: 0.15 for mlm, 0.30 for span
     span_min: int = 3
@@ -363,6 +364,9 @@ def _matches(value: Any, annotation: Any) -> bool:
     if origin is list:
         (item,) = typing.get_args(annotation)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(annotation)
+        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, item) for k, v in value.items())
     if annotation is type(None):
         return value is None
     if annotation is bool:

@@ -25,13 +25,34 @@ class TokenBackbone(nn.Module):
         self.model = AutoModel.from_config(hf_config)
         if getattr(self.model, "pooler", None) is not None:  # BERT's [CLS] pooler: nothing reads it
             self.model.pooler = None
-        self.freeze(config.backbone_freeze)
+        self.freeze(config.backbone_freeze, config.backbone_frozen_layers)
 
-    def freeze(self, which: str) -> None:
-        """none: all trained | embeddings: the input embeddings fixed | all: the whole backbone fixed."""
-        embeddings = {id(p) for p in self.model.get_input_embeddings().parameters()}
+    def blocks(self) -> nn.ModuleList:
+        """The backbone's transformer layers, lowest first (BERT: encoder.layer, Llama: layers)."""
+        depth = self.model.config.num_hidden_layers
+        lists = [m for m in self.model.modules() if isinstance(m, nn.ModuleList) and len(m) == depth]
+        if not lists:
+            raise ValueError(f"{type(self.model).__name__}: no list of {depth} layers to freeze")
+        return lists[0]
+
+    def freeze(self, which: str, lowest_layers: int = 0) -> None:
+        """none: all trained | embeddings: the input embeddings fixed | all: the whole backbone fixed;
+        lowest_layers n > 0 also fixes the embeddings and the first n layers (partial freezing)."""
+        fixed = set()
+        if which == "embeddings" or lowest_layers > 0:
+            fixed |= {id(p) for p in self.model.get_input_embeddings().parameters()}
+        for block in list(self.blocks())[:lowest_layers]:
+            fixed |= {id(p) for p in block.parameters()}
         for param in self.model.parameters():
-            param.requires_grad = not (which == "all" or (which == "embeddings" and id(param) in embeddings))
+            param.requires_grad = not (which == "all" or id(param) in fixed)
+        self.fully_frozen = which == "all"
+
+    def train(self, mode: bool = True) -> "TokenBackbone":
+        # a fully frozen backbone is a fixed feature extractor: no dropout noise in its features
+        super().train(mode)
+        if self.fully_frozen:
+            self.model.eval()
+        return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

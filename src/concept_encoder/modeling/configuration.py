@@ -83,6 +83,7 @@ class ConceptEncoderConfig(PretrainedConfig):
     backbone_name: str | None = None  # a Hub name or folder: where its weights and tokenizer come from
     backbone_layers: int | None = None  # k: how many of its layers feed the concepts
     backbone_freeze: str = "none"  # none | embeddings | all: which backbone parameters stay fixed
+    backbone_frozen_layers: int = 0  # partial freezing: the embeddings and the lowest n backbone layers fixed
 
     # --- encoder layers ---
     layer_type: str = "stacked"  # stacked: concepts read static tokens | bixt: tokens refined too
@@ -92,6 +93,12 @@ class ConceptEncoderConfig(PretrainedConfig):
     ffn_type: str = "geglu"
     weight_sharing: bool = False  # recursive encoder: one layer applied num_iterations times
     num_iterations: int | None = None  # None means num_hidden_layers; only with weight_sharing
+    # TRM-style recursion training (Jolicoeur-Martineau, 2025), only with weight_sharing: the K iterations
+    # form `deep_supervision_segments` equal segments; each segment's end state is decoded and supervised
+    # and then detached, and the first `recursion_no_grad_iterations` of each segment run without gradient.
+    # Inference always runs all K (or num_iterations=) iterations as one chain.
+    deep_supervision_segments: int = 1
+    recursion_no_grad_iterations: int = 0
 
     # --- pretraining decoder ---
     # perceiver_io: token + position queries | position_only | diffusion (MDLM denoiser)
@@ -191,10 +198,27 @@ class ConceptEncoderConfig(PretrainedConfig):
             "num_iterations",
             f"must be positive, got {self.num_iterations}",
         )
+        segments = self.deep_supervision_segments
+        require(segments >= 1, "deep_supervision_segments", f"must be >= 1, got {segments}")
+        require(self.recursion_no_grad_iterations >= 0, "recursion_no_grad_iterations",
+                f"must be >= 0, got {self.recursion_no_grad_iterations}")
+        if segments > 1 or self.recursion_no_grad_iterations > 0:
+            require(self.weight_sharing, "deep_supervision_segments",
+                    "deep supervision and no-grad iterations need weight_sharing=True (the recursive encoder)")
+            require(self.encoder_steps % segments == 0, "deep_supervision_segments",
+                    f"{segments} segments do not divide the {self.encoder_steps} iterations")
+            require(self.recursion_no_grad_iterations < self.encoder_steps // segments, "recursion_no_grad_iterations",
+                    f"must leave at least one iteration with gradient in each segment of "
+                    f"{self.encoder_steps // segments}, got {self.recursion_no_grad_iterations}")
         require((self.backbone_name is None) == (self.backbone_layers is None), "backbone_layers",
                 "backbone_name and backbone_layers go together")
         require(self.backbone_freeze in ("none", "embeddings", "all"), "backbone_freeze",
                 f"{self.backbone_freeze!r} is not one of none, embeddings, all")
+        require(self.backbone_frozen_layers == 0 or (
+            self.backbone_config is not None and self.backbone_freeze != "all"
+            and self.backbone_frozen_layers <= self.backbone_config.get("num_hidden_layers", 0)),
+            "backbone_frozen_layers", "needs a backbone, backbone_freeze other than 'all', and at most its "
+            f"layer count; got {self.backbone_frozen_layers}")
         if self.backbone_config is not None:
             width = self.backbone_config.get("hidden_size")
             require(width == self.token_dim, "token_dim",

@@ -6,6 +6,7 @@ M decoded positions per sample, T labelled positions in the batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -38,12 +39,16 @@ class ConceptEncoderOutput(ModelOutput):
     hidden_states: concepts before every encoder step and after the last (steps + 1 entries of [B, C, H]).
     attentions: concept self-attention maps, one [B, heads, C, C] per step.
     cross_attentions: concept <- token maps, one [B, heads, C, N] per step (zero at padded tokens).
+    token_states: the tokens the first step reads [B, N, Dt] (a pretrained backbone's output).
+    segment_states: recursive training with deep supervision: each earlier segment's normalised end state.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    token_states: torch.FloatTensor | None = None
+    segment_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -53,6 +58,7 @@ class ConceptMaskedLMOutput(ModelOutput):
     logits: [B, N, V], only when no labels are given or `return_dense_logits=True`; training with labels
         projects only the T labelled positions and returns no logits.
     concepts: the encoder's last_hidden_state [B, C, H].
+    token_states: the tokens the concepts read [B, N, Dt] (see ConceptEncoderOutput).
     """
 
     loss: torch.FloatTensor | None = None
@@ -62,6 +68,7 @@ class ConceptMaskedLMOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    token_states: torch.FloatTensor | None = None
 
 
 class ConceptEncoderPreTrainedModel(PreTrainedModel):
@@ -195,6 +202,13 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
             raise ValueError(f"num_iterations must be >= 1, got {steps}")
         return [self.layers[0]] * steps
 
+    def recursion_training(self, steps: int, num_iterations: int | None) -> tuple[int, int]:
+        """(segment length, no-grad iterations per segment) for this forward: TRM-style only while training
+        at the configured K; otherwise one segment with gradients everywhere."""
+        if not self.training or num_iterations not in (None, self.config.encoder_steps):
+            return steps, 0
+        return steps // self.config.deep_supervision_segments, self.config.recursion_no_grad_iterations
+
     def forward(
         self,
         input_ids: torch.Tensor,  # [B, N]
@@ -218,6 +232,7 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
             tokens = self.backbone(input_ids, attention_mask)  # [B, N, Dt]
         else:
             tokens = self.embeddings(input_ids, position_ids)  # [B, N, Dt]
+        first_tokens = tokens  # what the concepts first read (a backbone's output): a distillation target
         key_mask, token_mask = _padding_masks(attention_mask, tokens.dtype)
         rotary = (
             rotary_cos_sin(position_ids, self.config.head_dim, self.config.rotary_base, tokens.dtype)
@@ -233,24 +248,32 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
         if recursive and self.share_token_projection and not self.is_activation_checkpointing:
             # one layer reading the same static tokens every iteration: project them to K/V once
             shared["token_kv"] = schedule[0].cross_attn.project_context(tokens, rotary)
+        segment, no_grad = self.recursion_training(len(schedule), num_iterations)
+        segment_states = []  # deep supervision: each earlier segment's normalised end state
         for step, layer in enumerate(schedule):
-            concepts, tokens, cross_w, self_w = layer(
-                concepts,
-                tokens,
-                key_mask,
-                token_mask,
-                rotary,
-                need_weights=output_attentions,
-                refine_tokens=step < len(schedule) - 1,  # the last step's tokens are never read
-                **shared,
-            )
+            with torch.no_grad() if step % segment < no_grad else contextlib.nullcontext():
+                concepts, tokens, cross_w, self_w = layer(
+                    concepts,
+                    tokens,
+                    key_mask,
+                    token_mask,
+                    rotary,
+                    need_weights=output_attentions,
+                    refine_tokens=step < len(schedule) - 1,  # the last step's tokens are never read
+                    **shared,
+                )
             hidden_states.append(concepts)
             cross_maps.append(cross_w)
             self_maps.append(self_w)
+            if (step + 1) % segment == 0 and step + 1 < len(schedule):
+                segment_states.append(self.norm(concepts))
+                concepts, tokens = concepts.detach(), tokens.detach()  # TRM: no gradient across segments
         concepts = self.norm(concepts)
 
         out = ConceptEncoderOutput(
             last_hidden_state=concepts,
+            token_states=first_tokens,
+            segment_states=tuple(segment_states) or None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(self_maps) if output_attentions else None,
             cross_attentions=tuple(cross_maps) if output_attentions else None,
@@ -441,12 +464,35 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             return_dict=True,
         )
         concepts = enc.last_hidden_state
+        loss = logits = decoder_maps = None
+        if decode:
+            loss, logits, decoder_maps = self.decoding_loss(
+                concepts, input_ids, attention_mask, labels, position_ids, return_dense_logits, output_attentions,
+                num_items_in_batch, noise_level)
+            if loss is not None and enc.segment_states:  # deep supervision: every segment's state rebuilds the text
+                earlier = [self.decoding_loss(state, input_ids, attention_mask, labels, position_ids,
+                                                 return_dense_logits, False, num_items_in_batch, noise_level)[0]
+                           for state in enc.segment_states]
+                loss = torch.stack([*earlier, loss]).mean()
 
+        out = ConceptMaskedLMOutput(
+            loss=loss,
+            logits=logits,
+            concepts=concepts,
+            hidden_states=enc.hidden_states,
+            attentions=enc.attentions,
+            cross_attentions=enc.cross_attentions,
+            decoder_attentions=decoder_maps,
+            token_states=enc.token_states,
+        )
+        return out if return_dict else out.to_tuple()
+
+    def decoding_loss(self, concepts, input_ids, attention_mask, labels, position_ids, return_dense_logits=False,
+                         output_attentions=False, num_items_in_batch=None, noise_level=None):
+        """(loss, logits, decoder maps) of decoding `concepts` [B, C, H] back to the text (loss None without labels)."""
         loss = logits = decoder_maps = None
         smoothing = self.config.label_smoothing
-        if not decode:
-            pass
-        elif self.config.decoder_type == "autoregressive":
+        if self.config.decoder_type == "autoregressive":
             if labels is None:
                 raise ValueError("decoder_type='autoregressive' decodes by teacher forcing: pass labels (the text)")
             embed = self.encoder.embeddings.word_embeddings
@@ -491,16 +537,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             if labels is not None:
                 loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing)
 
-        out = ConceptMaskedLMOutput(
-            loss=loss,
-            logits=logits,
-            concepts=concepts,
-            hidden_states=enc.hidden_states,
-            attentions=enc.attentions,
-            cross_attentions=enc.cross_attentions,
-            decoder_attentions=decoder_maps,
-        )
-        return out if return_dict else out.to_tuple()
+        return loss, logits, decoder_maps
 
     # ------------------------------------------------------------------ diffusion sampling
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""One training loss from the objective config: task + concept regularisers + SimCSE, weighted.
+"""One training loss from the objective config: task (or distillation) + concept regularisers + SimCSE, weighted.
 
 Everything runs in one forward of the (possibly DDP-wrapped) model. With SimCSE, the batch is encoded
 twice in that forward (the rows duplicated, so dropout differs): the second copy carries no labels, so
@@ -12,10 +12,12 @@ import torch
 from torch import nn
 
 from .contrastive import pool_concepts, simcse_loss
+from .distillation import distillation_loss
 from .regularisers import regulariser
 from .weighting import TASK, LossWeighting
 
 SIMCSE = "simcse"
+DISTILL = "distill"
 
 
 class ObjectiveLoss(nn.Module):
@@ -30,16 +32,20 @@ class ObjectiveLoss(nn.Module):
         weighting: str = "fixed",
         log_variance_bounds: tuple[float, float] = (-2.0, 2.0),
         warmup_steps: int = 0,
+        distill: bool = False,
     ):
         super().__init__()
         self.task = task
         self.regularisers = {name: regulariser(name) for name in regularisers}
         self.scope = regulariser_scope
-        self.contrastive = contrastive_weight > 0 or not task
+        self.distill = distill
+        self.contrastive = contrastive_weight > 0 or not (task or distill)
         self.temperature = contrastive_temperature
-        names = ([TASK] if task else []) + list(self.regularisers) + ([SIMCSE] if self.contrastive else [])
+        names = ([TASK] if task else []) + ([DISTILL] if distill else []) + list(self.regularisers)
+        names += [SIMCSE] if self.contrastive else []
         fixed = {name: regulariser_weight / max(len(self.regularisers), 1) for name in self.regularisers}
-        fixed[SIMCSE] = contrastive_weight if task else 1.0
+        fixed[SIMCSE] = contrastive_weight if task or distill else 1.0
+        fixed[DISTILL] = 1.0
         self.weighting = LossWeighting(names, fixed, weighting, log_variance_bounds, warmup_steps)
 
     @property
@@ -58,6 +64,10 @@ class ObjectiveLoss(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         if self.task:
             losses[TASK] = out.loss
+        if self.distill:
+            mask = inputs.get("attention_mask")
+            losses[DISTILL] = distillation_loss(concepts[:batch], out.token_states[:batch],
+                                                None if mask is None else mask[:batch])
         for name, fn in self.regularisers.items():
             losses[name] = fn(concepts[:batch], scope=self.scope)
         if self.contrastive:

@@ -78,6 +78,10 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         except (OSError, ValueError) as error:
             raise ConfigError(f"{experiment.source}: [model] backbone_name: {error}") from None
     model_config = experiment.model_config(**derived)
+    if experiment.objective.name == "distill" and (
+            model_config.backbone_config is None or model_config.hidden_size != model_config.token_dim):
+        raise ConfigError(f"{experiment.source}: [objective] name=distill needs a pretrained backbone "
+                          f"(model.backbone_name) and model.hidden_size equal to its width ({model_config.token_dim})")
     if model_config.position_embedding_type == "absolute" and data.block_size > model_config.max_position_embeddings:
         raise ConfigError(
             f"{experiment.source}: [data] block_size={data.block_size} is above "
@@ -101,7 +105,8 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
 
 def build_objective_loss(objective: ObjectiveConfig) -> ObjectiveLoss:
     return ObjectiveLoss(
-        task=objective.name != "simcse",
+        task=objective.name not in ("simcse", "distill"),
+        distill=objective.name == "distill",
         regularisers=objective.regularisers,
         regulariser_weight=objective.regulariser_weight,
         regulariser_scope=objective.regulariser_scope,
@@ -119,7 +124,7 @@ def build_collator(objective: ObjectiveConfig, tokenizer, seed: int, model_confi
         return DiffusionCollator.for_tokenizer(tokenizer, t_min=model_config.diffusion_t_min, seed=seed)
     if objective.name == "tsdae":
         return DeletionCollator.for_tokenizer(tokenizer, rate=objective.deletion_rate, seed=seed)
-    if objective.name == "simcse":
+    if objective.name in ("simcse", "distill"):
         return PaddingCollator.for_tokenizer(tokenizer)
     return MaskingCollator.for_tokenizer(
         tokenizer, seed=seed, objective=objective.name, rate=objective.rate, span_min=objective.span_min,

@@ -1,0 +1,204 @@
+"""`concept-encoder study STUDY.yaml`: run the plan's contenders under one token budget and write the comparison.
+
+A study file names its contenders (experiment configs), the token budget every one of them must spend
+(max_steps x batch x accumulation x block size, checked before any compute), an optional recursive K
+sweep and an uncompressed reference encoder for zero-shot STS. Each contender runs as a resumable
+`experiment` in `OUTPUT/<contender>/`; a rerun skips finished contenders and resumes a stopped one. The
+tables go between the study's markers in the results file, so hand-written conclusions around them stay.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .analysis.k_sweep import k_sweep
+from .config import ConfigError, build_section, load_experiment, read_yaml_mapping
+from .data import resolve_data_dir
+from .data.tasks import get_task, resolve_tasks
+from .evaluation.finetune import zero_shot_tasks
+from .experiment import STAGES_FILE, run_experiment
+from .registry.collect import K_SWEEP_RESULTS, read_json, run_metrics
+from .registry.report import verdicts_for
+from .training.runs import EXPERIMENT_FILE, write_atomic
+
+
+@dataclass
+class StudyConfig:
+    name: str
+    token_budget: int  # training tokens per contender
+    contenders: dict[str, str]  # contender name -> experiment config
+    output_dir: str = "runs/study"
+    results_file: str = "docs/results.md"
+    k_sweep_contender: str | None = None  # a weight-shared contender to evaluate at several K
+    k_sweep_ks: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 12])
+    k_sweep_tasks: list[str] = field(default_factory=lambda: ["stsb", "sick-r"])
+    reference: str | None = None  # an uncompressed HF encoder: zero-shot STS beside the contenders
+    reference_tasks: list[str] = field(default_factory=lambda: ["stsb", "sick-r"])
+
+    def check(self) -> None:
+        if not self.contenders:
+            raise ValueError("contenders: name at least one")
+        if self.k_sweep_contender is not None and self.k_sweep_contender not in self.contenders:
+            raise ValueError(f"k_sweep_contender: {self.k_sweep_contender!r} is not a contender")
+        if self.token_budget <= 0:
+            raise ValueError("token_budget: must be positive")
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    study = build_section(StudyConfig, "study", read_yaml_mapping(path, "study file"), path)
+    for name, config in study.contenders.items():
+        experiment = load_experiment(config)  # every contender's config is valid before anything runs
+        training = experiment.training
+        tokens = (training.max_steps * training.per_device_train_batch_size * training.gradient_accumulation_steps
+                  * experiment.data.block_size)
+        if tokens != study.token_budget:
+            raise ConfigError(f"{config}: contender {name} trains on {tokens:,} tokens (max_steps x batch x "
+                              f"accumulation x block_size), not the study's token_budget {study.token_budget:,}")
+    return study
+
+
+def contender_run(output_dir: Path, name: str) -> Path | None:
+    """The contender's run folder (the newest, if a failed start left more than one)."""
+    runs = sorted((p.parent for p in (output_dir / name).glob(f"*/{EXPERIMENT_FILE}") if not p.parent.name.startswith(".")),
+                  key=lambda p: p.stat().st_mtime)
+    return runs[-1] if runs else None
+
+
+def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[str] | None = None,
+              tables_only: bool = False) -> Path:
+    """Run every contender (or `only` these), then the K sweep and the reference; write the results file."""
+    study = load_study(path)
+    unknown = sorted(set(only or []) - set(study.contenders))
+    if unknown:
+        raise ConfigError(f"{path}: --only {unknown}: not contenders ({sorted(study.contenders)})")
+    output = Path(study.output_dir)
+    registry = output / "registry.sqlite"
+    data_path = resolve_data_dir(data_dir, required=False)
+    if not tables_only:
+        for name, config in study.contenders.items():
+            if only and name not in only:
+                continue
+            run_dir = contender_run(output, name)
+            stages = json.loads((run_dir / STAGES_FILE).read_text()) if run_dir and (run_dir / STAGES_FILE).exists() else {}
+            if "report" in stages:
+                continue  # finished
+            print(f"[study] {name}: {'resuming ' + run_dir.name if run_dir else 'starting'}", flush=True)
+            run_experiment(None if run_dir else config, data_dir=data_dir, output_root=output / name,
+                           resume=run_dir, registry_path=registry)
+        sweep_run = contender_run(output, study.k_sweep_contender) if study.k_sweep_contender else None
+        if sweep_run and not (sweep_run / K_SWEEP_RESULTS).exists() and (sweep_run / "model").exists():
+            k_sweep(sweep_run, study.k_sweep_ks, [get_task(t) for t in resolve_tasks(study.k_sweep_tasks)], data_path)
+        reference = output / "reference" / "results.json"
+        if study.reference and not reference.exists():
+            zero_shot_tasks(study.reference, [get_task(t) for t in resolve_tasks(study.reference_tasks)], data_path,
+                            reference.parent)
+    write_results(study, Path(path))
+    return Path(study.results_file)
+
+
+# ---------------------------------------------------------------------------- tables
+def _cell(metrics: dict, stage: str, key: str, scale: float = 100.0, digits: int = 1) -> str:
+    value = metrics.get(stage, {}).get(key)
+    return "–" if value is None else f"{value[0] * scale:.{digits}f}"
+
+
+def _contender_rows(study: StudyConfig) -> list[tuple[str, Path, dict]]:
+    rows = []
+    for name in study.contenders:
+        run_dir = contender_run(Path(study.output_dir), name)
+        if run_dir is not None:
+            rows.append((name, run_dir, run_metrics(run_dir)))
+    return rows
+
+
+def _stage_seconds(run_dir: Path) -> dict[str, float]:
+    stages = read_json(run_dir / STAGES_FILE) or {}
+    return {stage: info["seconds"] for stage, info in stages.items()}
+
+
+def study_tables(study: StudyConfig, source: Path) -> str:
+    rows = _contender_rows(study)
+    out = [f"_Generated by `concept-encoder study {source.as_posix()}` on {time.strftime('%Y-%m-%d')}; "
+           f"{study.token_budget:,} training tokens per contender; run folders under `{study.output_dir}/`._", ""]
+
+    out += ["### Pretraining and concept diagnostics", "",
+            "| contender | objective | val loss | pretrain s | eval s | rank/sample (of C) | global rank | "
+            "abs cos | dominance | tokens read | gates passed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, run_dir, m in rows:
+        objective = load_experiment(run_dir / EXPERIMENT_FILE).objective.name
+        seconds = _stage_seconds(run_dir)
+        a = m.get("analysis", {})
+        rank = a.get("effective_rank_per_sample")
+        concepts = load_experiment(run_dir / EXPERIMENT_FILE).model.get("num_concepts", "?")
+        verdicts = [v for v in verdicts_for(run_dir) if v.verdict != "not measured"]
+        passed = sum(v.verdict == "pass" for v in verdicts)
+        out.append(
+            f"| {name} | {objective} | {_cell(m, 'pretrain', 'eval_loss', 1, 3)} | {seconds.get('pretrain', 0):.0f} | "
+            f"{seconds.get('evaluate', 0):.0f} | {'–' if rank is None else f'{rank[0]:.2f} ({concepts})'} | "
+            f"{_cell(m, 'analysis', 'effective_rank_global', 1, 1)} | {_cell(m, 'analysis', 'similarity_abs_mean', 1, 3)} | "
+            f"{_cell(m, 'analysis', 'dominance_per_sample', 1, 3)} | {_cell(m, 'analysis', 'tokens_read_fraction', 1, 2)} | "
+            f"{passed}/{len(verdicts)} |")
+
+    out += ["", "### Benchmarks (dev/validation, × 100)", "",
+            "| contender | STS-B ft Pearson | STS-B ft Spearman | STS-B zero-shot | SICK-R zero-shot | MRPC F1 | "
+            "MRPC acc | PAWS acc | PAWS F1 |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, _, m in rows:
+        out.append(f"| {name} | {_cell(m, 'finetune', 'stsb.pearson')} | {_cell(m, 'finetune', 'stsb.spearman')} | "
+                   f"{_cell(m, 'zero_shot', 'stsb.spearman')} | {_cell(m, 'zero_shot', 'sick-r.spearman')} | "
+                   f"{_cell(m, 'finetune', 'mrpc.f1')} | {_cell(m, 'finetune', 'mrpc.accuracy')} | "
+                   f"{_cell(m, 'finetune', 'paws.accuracy')} | {_cell(m, 'finetune', 'paws.f1')} |")
+    if rows:  # the baselines are the same for every contender (same splits): read them from one
+        b = rows[0][2]
+        out.append(f"| _majority class_ | – | – | – | – | {_cell(b, 'baseline', 'mrpc.majority.f1')} | "
+                   f"{_cell(b, 'baseline', 'mrpc.majority.accuracy')} | {_cell(b, 'baseline', 'paws.majority.accuracy')} | "
+                   f"{_cell(b, 'baseline', 'paws.majority.f1')} |")
+        out.append(f"| _TF-IDF cosine_ | {_cell(b, 'baseline', 'stsb.tfidf_cosine.pearson')} | "
+                   f"{_cell(b, 'baseline', 'stsb.tfidf_cosine.spearman')} | {_cell(b, 'baseline', 'stsb.tfidf_cosine.spearman')} | "
+                   f"{_cell(b, 'baseline', 'sick-r.tfidf_cosine.spearman')} | – | – | – | – |")
+        out.append(f"| _TF-IDF + linear_ | {_cell(b, 'baseline', 'stsb.tfidf_linear.pearson')} | "
+                   f"{_cell(b, 'baseline', 'stsb.tfidf_linear.spearman')} | – | – | {_cell(b, 'baseline', 'mrpc.tfidf_linear.f1')} | "
+                   f"{_cell(b, 'baseline', 'mrpc.tfidf_linear.accuracy')} | {_cell(b, 'baseline', 'paws.tfidf_linear.accuracy')} | "
+                   f"{_cell(b, 'baseline', 'paws.tfidf_linear.f1')} |")
+    reference = read_json(Path(study.output_dir) / "reference" / "results.json")
+    if reference:
+        tasks = reference["tasks"]
+        zs = {t: f"{tasks[t]['summary']['spearman']['mean'] * 100:.1f}" if t in tasks else "–" for t in ("stsb", "sick-r")}
+        out.append(f"| _{study.reference} (uncompressed, mean pooling)_ | see below | | {zs['stsb']} | {zs['sick-r']} "
+                   "| see below | | | |")
+
+    if study.k_sweep_contender:
+        run_dir = contender_run(Path(study.output_dir), study.k_sweep_contender)
+        sweep = read_json(run_dir / K_SWEEP_RESULTS) if run_dir else None
+        if sweep:
+            ks = list(sweep["points"])
+            out += ["", f"### Recursive K sweep ({study.k_sweep_contender}, trained at K = {sweep['trained_k']})", "",
+                    "| task | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+            for task, points in sweep["by_task"].items():
+                out.append(f"| {task} zero-shot Spearman | " + " | ".join(f"{points[k] * 100:.1f}" for k in ks) + " |")
+
+    out += ["", "### Decision gates", "", "| contender | " + " | ".join(
+        v.gate.id for v in verdicts_for(rows[0][1])) + " |" if rows else "", ]
+    if rows:
+        out.append("|---|" + "---|" * len(verdicts_for(rows[0][1])))
+        for name, run_dir, _ in rows:
+            cells = [("–" if v.value is None else f"{v.verdict} ({v.value:.3g})") for v in verdicts_for(run_dir)]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def write_results(study: StudyConfig, source: Path) -> None:
+    """Replace the study's tables in the results file (between its markers), keeping the rest."""
+    path = Path(study.results_file)
+    start, end = f"<!-- study:{study.name} -->", f"<!-- /study:{study.name} -->"
+    section = f"{start}\n{study_tables(study, source)}{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Results\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    write_atomic(path, text)

@@ -1,0 +1,62 @@
+"""`concept-encoder study`: the token budget is checked before compute, contenders run once, tables are rewritten
+between their markers while the hand-written text around them stays."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from concept_encoder.cli import main
+from concept_encoder.study import contender_run
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "configs" / "micro" / "perceiver_mlm_L6.yaml"
+
+
+def _quick_contender(folder: Path, steps: int = 40) -> Path:
+    config = yaml.safe_load(MICRO.read_text())
+    config["training"].update(max_steps=steps, eval_steps=20, save_steps=20)
+    config["analysis"] = {"probe_documents": 16, "during_training_blocks": 8}
+    config["evaluation"] = {"finetune_tasks": ["stsb"], "zero_shot_tasks": ["stsb"], "seeds": [1],
+                            "num_train_epochs": 1, "max_train_examples": 64, "max_eval_examples": 64}
+    path = folder / f"contender_{steps}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _study(folder: Path, contenders: dict[str, Path], budget: int) -> Path:
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "tiny", "token_budget": budget, "contenders": {k: str(v) for k, v in contenders.items()},
+        "output_dir": str(folder / "runs"), "results_file": str(folder / "results.md")}))
+    return path
+
+
+def test_a_contender_off_the_token_budget_is_refused_before_any_compute(tmp_path, capsys):
+    study = _study(tmp_path, {"a": _quick_contender(tmp_path, 40), "b": _quick_contender(tmp_path, 50)}, 40 * 16 * 64)
+    assert main(["study", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "contender b trains on 51,200 tokens" in err and "40,960" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_path):
+    study = _study(tmp_path, {"mlm": _quick_contender(tmp_path)}, 40 * 16 * 64)
+    (tmp_path / "results.md").write_text("# Results\n\nMy conclusions stay.\n")
+    assert main(["study", str(study)]) == 0
+    text = (tmp_path / "results.md").read_text()
+    assert "My conclusions stay." in text and text.count("<!-- study:tiny -->") == 1
+    row = next(line for line in text.splitlines() if line.startswith("| mlm | mlm |"))
+    run_dir = contender_run(tmp_path / "runs", "mlm")
+    analysis = json.loads((run_dir / "analysis" / "analysis.json").read_text())["diagnostics"]
+    assert f"{analysis['effective_rank_per_sample']:.2f} (8)" in row
+    zero_shot = json.loads((run_dir / "evaluation" / "zero_shot" / "results.json").read_text())
+    bench = next(line for line in text.splitlines() if line.startswith("| mlm | ") and "mlm | mlm" not in line)
+    assert f"{zero_shot['tasks']['stsb']['summary']['spearman']['mean'] * 100:.1f}" in bench
+    assert "| _TF-IDF cosine_ |" in text and "### Decision gates" in text
+
+    weights = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
+    assert main(["study", str(study)]) == 0  # finished contenders are not rerun
+    assert (run_dir / "model" / "model.safetensors").stat().st_mtime_ns == weights
+    assert (tmp_path / "results.md").read_text().count("<!-- /study:tiny -->") == 1
