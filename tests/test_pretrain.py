@@ -1,6 +1,7 @@
 """`concept-encoder pretrain` end to end on the real corpus: loss falls, exact resume, DDP, bad input."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -160,3 +161,13 @@ def test_local_data_setting_is_required_offline_for_relative_paths(tmp_path, mon
     monkeypatch.delenv(DATA_ENV_VAR)
     assert main(["pretrain", str(write_config(tmp_path)), "--output-dir", str(tmp_path / "runs")]) == 2
     assert "wikitext/wiki.valid.raw.gz" in capsys.readouterr().err
+
+
+def test_a_contrastive_run_reports_a_validation_loss(tmp_path):
+    """SimCSE batches carry no labels; the Trainer must still evaluate the objective's own loss."""
+    config = write_config(tmp_path, objective={"name": "simcse"},
+                          training={"max_steps": 4, "eval_steps": 2, "save_steps": 4, "run_name": "cl"})
+    assert main(["pretrain", str(config), "--output-dir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "cl" / "train_summary.json").read_text())
+    # InfoNCE over 16-row batches: above 0, and below log(16) once the two (identical, eval-mode) views match
+    assert summary["eval_loss"] is not None and 0 < summary["eval_loss"] < math.log(16)

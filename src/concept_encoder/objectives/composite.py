@@ -49,6 +49,11 @@ class ObjectiveLoss(nn.Module):
         self.weighting = LossWeighting(names, fixed, weighting, log_variance_bounds, warmup_steps)
 
     @property
+    def main(self) -> str:
+        """The component that stands for the objective in evaluation: the task, else distillation, else SimCSE."""
+        return TASK if self.task else DISTILL if self.distill else SIMCSE
+
+    @property
     def learns_weights(self) -> bool:
         return self.weighting.strategy == "kendall_gal"
 

@@ -78,7 +78,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
               (f"- steps: {summary.get('global_step', '–')}, tokens seen: {summary.get('tokens_seen', '–')}, "
                f"wall clock: {summary.get('wall_clock_s', '–')} s on {summary.get('device', '–')} "
                f"(world size {summary.get('world_size', '–')})"),
-              f"- final validation loss: {summary.get('eval_loss', float('nan')):.4f}", ""]
+              f"- final validation loss: {float('nan') if summary.get('eval_loss') is None else summary['eval_loss']:.4f}", ""]
     lines += ["## Decision gates", "", format_verdicts(verdicts), ""]
 
     lines += ["## Pretraining", ""]

@@ -14,7 +14,8 @@ class PretrainingTrainer(Trainer):
     """`Trainer` with a composite objective, a separate evaluation collator (fixed masks), and every loss
     component, learned weight and tokens/s in each training log.
 
-    Evaluation reports the task loss alone (`eval_loss`), so runs with different regularisers compare.
+    Evaluation reports the task loss alone (`eval_loss`), so runs with different regularisers compare; an
+    objective without a reconstruction task (SimCSE, distillation) reports its own main loss instead.
     """
 
     def __init__(self, *args, eval_data_collator=None, objective_loss=None, **kwargs):
@@ -25,6 +26,10 @@ class PretrainingTrainer(Trainer):
         self._components: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.objective_loss is not None and not model.training and not self.objective_loss.task:
+            _, values, _ = self.objective_loss(model, inputs, self.state.global_step, num_items_in_batch)
+            loss = torch.tensor(values[self.objective_loss.main], device=inputs["input_ids"].device)
+            return (loss, None) if return_outputs else loss
         if self.objective_loss is None or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         total, values, weights = self.objective_loss(model, inputs, self.state.global_step, num_items_in_batch)
@@ -33,6 +38,15 @@ class PretrainingTrainer(Trainer):
         for name, weight in weights.items():
             self._components.setdefault(f"weight_{name}", []).append(weight)
         return (total, None) if return_outputs else total
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if self.objective_loss is None or self.objective_loss.task:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        # no labels in a SimCSE / distillation batch: the Trainer would skip the loss, so compute it here
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
 
     def _save_checkpoint(self, model, trial):
         # never publish weights that are already broken: the last checkpoint on disk stays the last good one
