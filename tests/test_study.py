@@ -60,3 +60,10 @@ def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_pat
     assert main(["study", str(study)]) == 0  # finished contenders are not rerun
     assert (run_dir / "model" / "model.safetensors").stat().st_mtime_ns == weights
     assert (tmp_path / "results.md").read_text().count("<!-- /study:tiny -->") == 1
+
+
+def test_the_shipped_cpu_study_gives_every_contender_the_same_budget():
+    from concept_encoder.study import load_study
+
+    study = load_study(ROOT / "configs" / "study" / "cpu.yaml")
+    assert len(study.contenders) == 9 and study.k_sweep_contender == "recursive_k6"

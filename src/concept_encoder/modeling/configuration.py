@@ -215,8 +215,8 @@ class ConceptEncoderConfig(PretrainedConfig):
         require(self.backbone_freeze in ("none", "embeddings", "all"), "backbone_freeze",
                 f"{self.backbone_freeze!r} is not one of none, embeddings, all")
         require(self.backbone_frozen_layers == 0 or (
-            self.backbone_config is not None and self.backbone_freeze != "all"
-            and self.backbone_frozen_layers <= self.backbone_config.get("num_hidden_layers", 0)),
+            self.backbone_layers is not None and self.backbone_freeze != "all"
+            and 0 < self.backbone_frozen_layers <= self.backbone_layers),
             "backbone_frozen_layers", "needs a backbone, backbone_freeze other than 'all', and at most its "
             f"layer count; got {self.backbone_frozen_layers}")
         if self.backbone_config is not None:
