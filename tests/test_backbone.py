@@ -42,7 +42,7 @@ def test_freezing_and_a_training_step(tokenizer, batch, freeze, frozen):
     out.loss.backward()
     assert torch.isfinite(out.loss)
     backbone = model.encoder.backbone.model
-    embeddings = {id(p) for p in backbone.get_input_embeddings().parameters()}
+    embeddings = {id(p) for p in backbone.embeddings.parameters()}
     for param in backbone.parameters():
         fixed = "all" in frozen or ("embeddings" in frozen and id(param) in embeddings)
         assert (param.grad is None) == fixed
@@ -72,7 +72,7 @@ def test_partial_freezing_fixes_embeddings_and_the_lowest_layers(batch):
     out = model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["input_ids"])
     out.loss.backward()
     backbone = model.encoder.backbone.model
-    assert all(p.grad is None for p in backbone.get_input_embeddings().parameters())
+    assert all(p.grad is None for p in backbone.embeddings.parameters())  # word, position, type tables, LayerNorm
     layers = backbone.encoder.layer
     assert all(p.grad is None for p in layers[:2].parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[2].parameters())

@@ -124,13 +124,15 @@ def test_deep_supervision_averages_the_segment_losses_and_cuts_gradients_between
                             for s in (out2.last_hidden_state, out4.last_hidden_state)]).mean()
     torch.testing.assert_close(loss, expected)
 
-    # gradient cut: the last segment's state depends on the concept table only through the detached state
-    model.zero_grad()
-    enc = model.encoder
-    final = enc(**batch).last_hidden_state
-    final.sum().backward()
-    assert model.encoder.concepts.weight.grad is None or \
-        model.encoder.concepts.weight.grad.abs().sum() == 0
+    # gradient cut: the final state reaches the concept table only through the detached first segment;
+    # the first segment's state does reach it (a random projection: a LayerNorm output's plain sum has ~0 gradient)
+    out = model.encoder(**batch, output_hidden_states=False, recursion_training=True)
+    table = model.encoder.concepts.weight
+    (final_grad,) = torch.autograd.grad((out.last_hidden_state * torch.randn_like(out.last_hidden_state)).sum(), table,
+                                        allow_unused=True)
+    assert final_grad is None or final_grad.abs().sum() == 0
+    (first_grad,) = torch.autograd.grad((out.segment_states[0] * torch.randn_like(out.segment_states[0])).sum(), table)
+    assert first_grad.abs().sum() > 0
 
 
 def test_no_grad_iterations_run_only_in_training_and_inference_is_one_chain(tokenizer, batch):
@@ -138,6 +140,9 @@ def test_no_grad_iterations_run_only_in_training_and_inference_is_one_chain(toke
     plain = _trm_model(tokenizer.vocab_size)
     with torch.no_grad():  # evaluation: the same K=4 chain whatever the training schedule
         torch.testing.assert_close(trm.eval()(**batch).concepts, plain.eval()(**batch).concepts)
+    with torch.no_grad():  # fine-tuning heads call the encoder plainly: no schedule even in training mode
+        torch.testing.assert_close(trm.encoder.train()(**batch).last_hidden_state,
+                                   plain.encoder.train()(**batch).last_hidden_state)
     labels = batch["input_ids"].masked_fill(batch["input_ids"] % 3 > 0, -100)
     loss = trm.train()(**batch, labels=labels).loss
     loss.backward()
@@ -150,6 +155,7 @@ def test_no_grad_iterations_run_only_in_training_and_inference_is_one_chain(toke
     ({"deep_supervision_segments": 3}, "do not divide"),
     ({"recursion_no_grad_iterations": 4}, "at least one iteration with gradient"),
     ({"deep_supervision_segments": 2, "weight_sharing": False, "num_iterations": None}, "weight_sharing=True"),
+    ({"recursion_no_grad_iterations": 1, "layer_type": "bixt"}, "BiXT refines the tokens"),
 ])
 def test_recursion_training_settings_are_checked(tokenizer, fields, message):
     settings = {"weight_sharing": True, "num_iterations": 4} | fields

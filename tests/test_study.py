@@ -54,7 +54,7 @@ def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_pat
     zero_shot = json.loads((run_dir / "evaluation" / "zero_shot" / "results.json").read_text())
     bench = next(line for line in text.splitlines() if line.startswith("| mlm | ") and "mlm | mlm" not in line)
     assert f"{zero_shot['tasks']['stsb']['summary']['spearman']['mean'] * 100:.1f}" in bench
-    assert "| _TF-IDF cosine_ |" in text and "### Decision gates" in text
+    assert "| _TF-IDF cosine (no training)_ |" in text and "### Decision gates" in text
 
     weights = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["study", str(study)]) == 0  # finished contenders are not rerun
@@ -67,3 +67,13 @@ def test_the_shipped_cpu_study_gives_every_contender_the_same_budget():
 
     study = load_study(ROOT / "configs" / "study" / "cpu.yaml")
     assert len(study.contenders) == 9 and study.k_sweep_contender == "recursive_k6"
+
+
+def test_a_contender_whose_config_changed_since_its_run_is_refused(tmp_path, capsys):
+    contender = _quick_contender(tmp_path)
+    study = _study(tmp_path, {"mlm": contender}, 40 * 16 * 64)
+    run_dir = tmp_path / "runs" / "mlm" / "earlier"
+    run_dir.mkdir(parents=True)
+    (run_dir / "experiment.yaml").write_text(contender.read_text().replace("learning_rate: 0.002", "learning_rate: 0.001"))
+    assert main(["study", str(study)]) == 2
+    assert "contender mlm changed since" in capsys.readouterr().err

@@ -54,9 +54,11 @@ def load_study(path: str | Path) -> StudyConfig:
         training = experiment.training
         tokens = (training.max_steps * training.per_device_train_batch_size * training.gradient_accumulation_steps
                   * experiment.data.block_size)
+        if training.max_steps <= 0:
+            raise ConfigError(f"{config}: contender {name} needs training.max_steps for a token budget")
         if tokens != study.token_budget:
             raise ConfigError(f"{config}: contender {name} trains on {tokens:,} tokens (max_steps x batch x "
-                              f"accumulation x block_size), not the study's token_budget {study.token_budget:,}")
+                              f"accumulation x block_size, per process), not the study's token_budget {study.token_budget:,}")
     return study
 
 
@@ -82,6 +84,9 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
             if only and name not in only:
                 continue
             run_dir = contender_run(output, name)
+            if run_dir is not None and load_experiment(run_dir / EXPERIMENT_FILE).to_dict() != load_experiment(config).to_dict():
+                raise ConfigError(f"{config}: contender {name} changed since {run_dir} was started from it; move that "
+                                  "run folder away to rerun it, or restore the config")
             stages = json.loads((run_dir / STAGES_FILE).read_text()) if run_dir and (run_dir / STAGES_FILE).exists() else {}
             if "report" in stages:
                 continue  # finished
@@ -157,7 +162,7 @@ def study_tables(study: StudyConfig, source: Path) -> str:
         out.append(f"| _majority class_ | – | – | – | – | {_cell(b, 'baseline', 'mrpc.majority.f1')} | "
                    f"{_cell(b, 'baseline', 'mrpc.majority.accuracy')} | {_cell(b, 'baseline', 'paws.majority.accuracy')} | "
                    f"{_cell(b, 'baseline', 'paws.majority.f1')} |")
-        out.append(f"| _TF-IDF cosine_ | {_cell(b, 'baseline', 'stsb.tfidf_cosine.pearson')} | "
+        out.append(f"| _TF-IDF cosine (no training)_ | {_cell(b, 'baseline', 'stsb.tfidf_cosine.pearson')} | "
                    f"{_cell(b, 'baseline', 'stsb.tfidf_cosine.spearman')} | {_cell(b, 'baseline', 'stsb.tfidf_cosine.spearman')} | "
                    f"{_cell(b, 'baseline', 'sick-r.tfidf_cosine.spearman')} | – | – | – | – |")
         out.append(f"| _TF-IDF + linear_ | {_cell(b, 'baseline', 'stsb.tfidf_linear.pearson')} | "
@@ -168,8 +173,8 @@ def study_tables(study: StudyConfig, source: Path) -> str:
     if reference:
         tasks = reference["tasks"]
         zs = {t: f"{tasks[t]['summary']['spearman']['mean'] * 100:.1f}" if t in tasks else "–" for t in ("stsb", "sick-r")}
-        out.append(f"| _{study.reference} (uncompressed, mean pooling)_ | see below | | {zs['stsb']} | {zs['sick-r']} "
-                   "| see below | | | |")
+        out.append(f"| _{study.reference} (uncompressed reference, mean pooling)_ | – | – | {zs['stsb']} | {zs['sick-r']} "
+                   "| – | – | – | – |")
 
     if study.k_sweep_contender:
         run_dir = contender_run(Path(study.output_dir), study.k_sweep_contender)
@@ -181,13 +186,14 @@ def study_tables(study: StudyConfig, source: Path) -> str:
             for task, points in sweep["by_task"].items():
                 out.append(f"| {task} zero-shot Spearman | " + " | ".join(f"{points[k] * 100:.1f}" for k in ks) + " |")
 
-    out += ["", "### Decision gates", "", "| contender | " + " | ".join(
-        v.gate.id for v in verdicts_for(rows[0][1])) + " |" if rows else "", ]
-    if rows:
-        out.append("|---|" + "---|" * len(verdicts_for(rows[0][1])))
-        for name, run_dir, _ in rows:
-            cells = [("–" if v.value is None else f"{v.verdict} ({v.value:.3g})") for v in verdicts_for(run_dir)]
-            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    verdicts = {name: {v.gate.id: v for v in verdicts_for(run_dir)} for name, run_dir, _ in rows}
+    gate_ids = list(dict.fromkeys(g for by_id in verdicts.values() for g in by_id))  # every gate any row has
+    out += ["", "### Decision gates (verdict and the value it read)", "",
+            "| contender | " + " | ".join(gate_ids) + " |", "|---|" + "---|" * len(gate_ids)]
+    for name, by_id in verdicts.items():
+        cells = [("–" if by_id.get(g) is None or by_id[g].value is None else f"{by_id[g].verdict} ({by_id[g].value:.3g})")
+                 for g in gate_ids]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -197,8 +203,9 @@ def write_results(study: StudyConfig, source: Path) -> None:
     start, end = f"<!-- study:{study.name} -->", f"<!-- /study:{study.name} -->"
     section = f"{start}\n{study_tables(study, source)}{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Results\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    if start in text and end in text[text.index(start):]:
+        begin = text.index(start)
+        text = text[:begin] + section + text[text.index(end, begin) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     write_atomic(path, text)

@@ -40,9 +40,12 @@ class TokenBackbone(nn.Module):
         lowest_layers n > 0 also fixes the embeddings and the first n layers (partial freezing)."""
         fixed = set()
         if which == "embeddings" or lowest_layers > 0:
-            fixed |= {id(p) for p in self.model.get_input_embeddings().parameters()}
-        for block in list(self.blocks())[:lowest_layers]:
-            fixed |= {id(p) for p in block.parameters()}
+            # BERT: word, position and type tables and their LayerNorm; Llama: the token table
+            embeddings = getattr(self.model, "embeddings", None) or self.model.get_input_embeddings()
+            fixed |= {id(p) for p in embeddings.parameters()}
+        if lowest_layers > 0:
+            for block in list(self.blocks())[:lowest_layers]:
+                fixed |= {id(p) for p in block.parameters()}
         for param in self.model.parameters():
             param.requires_grad = not (which == "all" or id(param) in fixed)
         self.fully_frozen = which == "all"

@@ -210,6 +210,8 @@ class ConceptEncoderConfig(PretrainedConfig):
             require(self.recursion_no_grad_iterations < self.encoder_steps // segments, "recursion_no_grad_iterations",
                     f"must leave at least one iteration with gradient in each segment of "
                     f"{self.encoder_steps // segments}, got {self.recursion_no_grad_iterations}")
+            require(self.recursion_no_grad_iterations == 0 or self.layer_type == "stacked", "recursion_no_grad_iterations",
+                    "BiXT refines the tokens: a no-grad first iteration would cut the embeddings off from every loss")
         require((self.backbone_name is None) == (self.backbone_layers is None), "backbone_layers",
                 "backbone_name and backbone_layers go together")
         require(self.backbone_freeze in ("none", "embeddings", "all"), "backbone_freeze",

@@ -202,10 +202,11 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
             raise ValueError(f"num_iterations must be >= 1, got {steps}")
         return [self.layers[0]] * steps
 
-    def recursion_training(self, steps: int, num_iterations: int | None) -> tuple[int, int]:
-        """(segment length, no-grad iterations per segment) for this forward: TRM-style only while training
-        at the configured K; otherwise one segment with gradients everywhere."""
-        if not self.training or num_iterations not in (None, self.config.encoder_steps):
+    def recursion_schedule(self, steps: int, num_iterations: int | None, recursion_training: bool) -> tuple[int, int]:
+        """(segment length, no-grad iterations per segment) for this forward: TRM-style only when pretraining
+        asks for it, in training mode, at the configured K; otherwise one segment with gradients everywhere
+        (evaluation, k-sweep, fine-tuning heads)."""
+        if not (recursion_training and self.training) or num_iterations not in (None, self.config.encoder_steps):
             return steps, 0
         return steps // self.config.deep_supervision_segments, self.config.recursion_no_grad_iterations
 
@@ -219,6 +220,7 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         token_type_ids: torch.Tensor | None = None,  # accepted from BERT-style tokenizers; there are no segments
+        recursion_training: bool = False,  # pretraining: apply the config's TRM schedule (deep supervision)
     ) -> ConceptEncoderOutput | tuple:
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
@@ -248,7 +250,7 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
         if recursive and self.share_token_projection and not self.is_activation_checkpointing:
             # one layer reading the same static tokens every iteration: project them to K/V once
             shared["token_kv"] = schedule[0].cross_attn.project_context(tokens, rotary)
-        segment, no_grad = self.recursion_training(len(schedule), num_iterations)
+        segment, no_grad = self.recursion_schedule(len(schedule), num_iterations, recursion_training)
         segment_states = []  # deep supervision: each earlier segment's normalised end state
         for step, layer in enumerate(schedule):
             with torch.no_grad() if step % segment < no_grad else contextlib.nullcontext():
@@ -267,7 +269,9 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
             self_maps.append(self_w)
             if (step + 1) % segment == 0 and step + 1 < len(schedule):
                 segment_states.append(self.norm(concepts))
-                concepts, tokens = concepts.detach(), tokens.detach()  # TRM: no gradient across segments
+                concepts = concepts.detach()  # TRM: no gradient across segments through the state
+                if isinstance(layer, BiXTLayer):  # refined tokens are state too; static tokens are the input
+                    tokens = tokens.detach()
         concepts = self.norm(concepts)
 
         out = ConceptEncoderOutput(
@@ -462,6 +466,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            recursion_training=decode and labels is not None,  # deep supervision needs the targets
         )
         concepts = enc.last_hidden_state
         loss = logits = decoder_maps = None

@@ -78,10 +78,14 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         except (OSError, ValueError) as error:
             raise ConfigError(f"{experiment.source}: [model] backbone_name: {error}") from None
     model_config = experiment.model_config(**derived)
-    if experiment.objective.name == "distill" and (
-            model_config.backbone_config is None or model_config.hidden_size != model_config.token_dim):
-        raise ConfigError(f"{experiment.source}: [objective] name=distill needs a pretrained backbone "
-                          f"(model.backbone_name) and model.hidden_size equal to its width ({model_config.token_dim})")
+    if experiment.objective.name == "distill" and (model_config.backbone_config is None or model_config.backbone_freeze
+                                                    != "all" or model_config.hidden_size != model_config.token_dim):
+        raise ConfigError(f"{experiment.source}: [objective] name=distill needs a frozen pretrained backbone "
+                          "(model.backbone_name, backbone_freeze: all: a trained teacher would drift towards the "
+                          f"student) and model.hidden_size equal to its width ({model_config.token_dim})")
+    if experiment.objective.name in ("simcse", "distill") and model_config.deep_supervision_segments > 1:
+        raise ConfigError(f"{experiment.source}: [model] deep_supervision_segments: objective "
+                          f"{experiment.objective.name} decodes nothing, so there is nothing to supervise per segment")
     if model_config.position_embedding_type == "absolute" and data.block_size > model_config.max_position_embeddings:
         raise ConfigError(
             f"{experiment.source}: [data] block_size={data.block_size} is above "
@@ -169,7 +173,10 @@ def training_arguments(experiment: ExperimentConfig, run_dir: Path, name: str) -
             "group_by_length" if experiment.data.packing == "document" and not experiment.data.streaming else "random"
         ),
         length_column_name="length",
-        ddp_find_unused_parameters=False,
+        # parameters with no gradient in a step (the decoder under SimCSE/distillation, the concept table
+        # behind no-grad recursion) would make DDP wait forever for their gradients
+        ddp_find_unused_parameters=experiment.objective.name in ("simcse", "distill")
+        or experiment.model.get("recursion_no_grad_iterations", 0) > 0,
     )
 
 

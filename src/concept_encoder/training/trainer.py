@@ -44,7 +44,7 @@ class PretrainingTrainer(Trainer):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         # no labels in a SimCSE / distillation batch: the Trainer would skip the loss, so compute it here
         inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
+        with torch.no_grad(), self.compute_loss_context_manager():  # autocast as in training
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
