@@ -4,7 +4,6 @@ between their markers while the hand-written text around them stays."""
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 
 from concept_encoder.cli import main

@@ -50,7 +50,7 @@ class TokenBackbone(nn.Module):
             param.requires_grad = not (which == "all" or id(param) in fixed)
         self.fully_frozen = which == "all"
 
-    def train(self, mode: bool = True) -> "TokenBackbone":
+    def train(self, mode: bool = True) -> TokenBackbone:
         # a fully frozen backbone is a fixed feature extractor: no dropout noise in its features
         super().train(mode)
         if self.fully_frozen:
