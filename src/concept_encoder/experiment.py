@@ -28,13 +28,14 @@ from .training.runs import DEFAULT_OUTPUT_ROOT, EXPERIMENT_FILE, write_json
 STAGES_FILE = "stages.json"
 
 
-def _done(run_dir: Path) -> dict:
+def finished_stages(run_dir: Path) -> dict:
+    """{stage: {seconds, finished}} of the stages a run folder has finished (empty for a new one)."""
     path = run_dir / STAGES_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def _mark(run_dir: Path, stage: str, started: float) -> None:
-    done = _done(run_dir)
+    done = finished_stages(run_dir)
     done[stage] = {"seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(run_dir / STAGES_FILE, done)
 
@@ -70,7 +71,7 @@ def run_experiment(
 
     started = time.time()
     run_dir = Path(resume) if resume is not None else None
-    if run_dir is None or "pretrain" not in _done(run_dir):
+    if run_dir is None or "pretrain" not in finished_stages(run_dir):
         run_dir = pretrain(config_path, overrides, data_dir, output_root, resume)
         _mark(run_dir, "pretrain", started)
     run_id = run_dir.name
@@ -96,12 +97,12 @@ def run_experiment(
 def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str], settings) -> None:
     """analyze -> evaluate -> report, each skipped when `stages.json` says it finished."""
     ev = experiment.evaluation
-    if "analyze" not in _done(run_dir):
+    if "analyze" not in finished_stages(run_dir):
         started = time.time()
         analyze(run_dir, experiment.analysis, data_path)
         _mark(run_dir, "analyze", started)
 
-    if "evaluate" not in _done(run_dir):
+    if "evaluate" not in finished_stages(run_dir):
         started = time.time()
         model = run_dir / "model"
         if finetune_names:

@@ -9,7 +9,6 @@ tables go between the study's markers in the results file, so hand-written concl
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from .config import ConfigError, build_section, load_experiment, read_yaml_mappi
 from .data import resolve_data_dir
 from .data.tasks import get_task, resolve_tasks
 from .evaluation.finetune import zero_shot_tasks
-from .experiment import STAGES_FILE, run_experiment
+from .experiment import finished_stages, run_experiment
 from .registry.collect import K_SWEEP_RESULTS, read_json, run_metrics
 from .registry.report import verdicts_for
 from .training.runs import EXPERIMENT_FILE, write_atomic
@@ -87,8 +86,7 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
             if run_dir is not None and load_experiment(run_dir / EXPERIMENT_FILE).to_dict() != load_experiment(config).to_dict():
                 raise ConfigError(f"{config}: contender {name} changed since {run_dir} was started from it; move that "
                                   "run folder away to rerun it, or restore the config")
-            stages = json.loads((run_dir / STAGES_FILE).read_text()) if run_dir and (run_dir / STAGES_FILE).exists() else {}
-            if "report" in stages:
+            if run_dir is not None and "report" in finished_stages(run_dir):
                 continue  # finished
             print(f"[study] {name}: {'resuming ' + run_dir.name if run_dir else 'starting'}", flush=True)
             run_experiment(None if run_dir else config, data_dir=data_dir, output_root=output / name,
@@ -120,8 +118,7 @@ def _contender_rows(study: StudyConfig) -> list[tuple[str, Path, dict]]:
 
 
 def _stage_seconds(run_dir: Path) -> dict[str, float]:
-    stages = read_json(run_dir / STAGES_FILE) or {}
-    return {stage: info["seconds"] for stage, info in stages.items()}
+    return {stage: info["seconds"] for stage, info in finished_stages(run_dir).items()}
 
 
 def study_tables(study: StudyConfig, source: Path) -> str:
