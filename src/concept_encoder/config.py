@@ -62,6 +62,7 @@ class DataConfig:
 
 
 OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill")
+TASKLESS_OBJECTIVES = ("simcse", "distill")  # nothing is decoded: unmasked batches, no labels, no decoder gradient
 
 
 @dataclass

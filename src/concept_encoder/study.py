@@ -108,12 +108,14 @@ def _cell(metrics: dict, stage: str, key: str, scale: float = 100.0, digits: int
     return "–" if value is None else f"{value[0] * scale:.{digits}f}"
 
 
-def _contender_rows(study: StudyConfig) -> list[tuple[str, Path, dict]]:
+def _contender_rows(study: StudyConfig) -> list[tuple[str, Path, dict, object, list]]:
+    """(name, run folder, metrics by stage, its experiment config, its gate verdicts) per contender that ran."""
     rows = []
     for name in study.contenders:
         run_dir = contender_run(Path(study.output_dir), name)
         if run_dir is not None:
-            rows.append((name, run_dir, run_metrics(run_dir)))
+            rows.append((name, run_dir, run_metrics(run_dir), load_experiment(run_dir / EXPERIMENT_FILE),
+                         verdicts_for(run_dir)))
     return rows
 
 
@@ -130,16 +132,14 @@ def study_tables(study: StudyConfig, source: Path) -> str:
             ("| contender | objective | val loss | pretrain s | eval s | rank/sample (of C) | global rank | "
              "abs cos | dominance | tokens read | gates passed |"),
             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, run_dir, m in rows:
-        objective = load_experiment(run_dir / EXPERIMENT_FILE).objective.name
+    for name, run_dir, m, experiment, all_verdicts in rows:
         seconds = _stage_seconds(run_dir)
-        a = m.get("analysis", {})
-        rank = a.get("effective_rank_per_sample")
-        concepts = load_experiment(run_dir / EXPERIMENT_FILE).model.get("num_concepts", "?")
-        verdicts = [v for v in verdicts_for(run_dir) if v.verdict != "not measured"]
+        rank = m.get("analysis", {}).get("effective_rank_per_sample")
+        concepts = experiment.model.get("num_concepts", "?")
+        verdicts = [v for v in all_verdicts if v.verdict != "not measured"]
         passed = sum(v.verdict == "pass" for v in verdicts)
         out.append(
-            f"| {name} | {objective} | {_cell(m, 'pretrain', 'eval_loss', 1, 3)} | {seconds.get('pretrain', 0):.0f} | "
+            f"| {name} | {experiment.objective.name} | {_cell(m, 'pretrain', 'eval_loss', 1, 3)} | {seconds.get('pretrain', 0):.0f} | "
             f"{seconds.get('evaluate', 0):.0f} | {'–' if rank is None else f'{rank[0]:.2f} ({concepts})'} | "
             f"{_cell(m, 'analysis', 'effective_rank_global', 1, 1)} | {_cell(m, 'analysis', 'similarity_abs_mean', 1, 3)} | "
             f"{_cell(m, 'analysis', 'dominance_per_sample', 1, 3)} | {_cell(m, 'analysis', 'tokens_read_fraction', 1, 2)} | "
@@ -149,7 +149,7 @@ def study_tables(study: StudyConfig, source: Path) -> str:
             ("| contender | STS-B ft Pearson | STS-B ft Spearman | STS-B zero-shot | SICK-R zero-shot | MRPC F1 | "
              "MRPC acc | PAWS acc | PAWS F1 |"),
             "|---|---|---|---|---|---|---|---|---|"]
-    for name, _, m in rows:
+    for name, _, m, _, _ in rows:
         out.append(f"| {name} | {_cell(m, 'finetune', 'stsb.pearson')} | {_cell(m, 'finetune', 'stsb.spearman')} | "
                    f"{_cell(m, 'zero_shot', 'stsb.spearman')} | {_cell(m, 'zero_shot', 'sick-r.spearman')} | "
                    f"{_cell(m, 'finetune', 'mrpc.f1')} | {_cell(m, 'finetune', 'mrpc.accuracy')} | "
@@ -183,7 +183,7 @@ def study_tables(study: StudyConfig, source: Path) -> str:
             for task, points in sweep["by_task"].items():
                 out.append(f"| {task} zero-shot Spearman | " + " | ".join(f"{points[k] * 100:.1f}" for k in ks) + " |")
 
-    verdicts = {name: {v.gate.id: v for v in verdicts_for(run_dir)} for name, run_dir, _ in rows}
+    verdicts = {name: {v.gate.id: v for v in row_verdicts} for name, _, _, _, row_verdicts in rows}
     gate_ids = list(dict.fromkeys(g for by_id in verdicts.values() for g in by_id))  # every gate any row has
     out += ["", "### Decision gates (verdict and the value it read)", "",
             "| contender | " + " | ".join(gate_ids) + " |", "|---|" + "---|" * len(gate_ids)]

@@ -17,7 +17,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from transformers import TrainingArguments, set_seed
 
-from ..config import ConfigError, ExperimentConfig, ObjectiveConfig, load_experiment
+from ..config import TASKLESS_OBJECTIVES, ConfigError, ExperimentConfig, ObjectiveConfig, load_experiment
 from ..data import resolve_data_dir
 from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, split_documents
 from ..data.corpus import corpus_key, load_corpus, stream_corpus
@@ -83,7 +83,7 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         raise ConfigError(f"{experiment.source}: [objective] name=distill needs a frozen pretrained backbone "
                           "(model.backbone_name, backbone_freeze: all: a trained teacher would drift towards the "
                           f"student) and model.hidden_size equal to its width ({model_config.token_dim})")
-    if experiment.objective.name in ("simcse", "distill") and model_config.deep_supervision_segments > 1:
+    if experiment.objective.name in TASKLESS_OBJECTIVES and model_config.deep_supervision_segments > 1:
         raise ConfigError(f"{experiment.source}: [model] deep_supervision_segments: objective "
                           f"{experiment.objective.name} decodes nothing, so there is nothing to supervise per segment")
     if model_config.position_embedding_type == "absolute" and data.block_size > model_config.max_position_embeddings:
@@ -109,7 +109,7 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
 
 def build_objective_loss(objective: ObjectiveConfig) -> ObjectiveLoss:
     return ObjectiveLoss(
-        task=objective.name not in ("simcse", "distill"),
+        task=objective.name not in TASKLESS_OBJECTIVES,
         distill=objective.name == "distill",
         regularisers=objective.regularisers,
         regulariser_weight=objective.regulariser_weight,
@@ -128,7 +128,7 @@ def build_collator(objective: ObjectiveConfig, tokenizer, seed: int, model_confi
         return DiffusionCollator.for_tokenizer(tokenizer, t_min=model_config.diffusion_t_min, seed=seed)
     if objective.name == "tsdae":
         return DeletionCollator.for_tokenizer(tokenizer, rate=objective.deletion_rate, seed=seed)
-    if objective.name in ("simcse", "distill"):
+    if objective.name in TASKLESS_OBJECTIVES:
         return PaddingCollator.for_tokenizer(tokenizer)
     return MaskingCollator.for_tokenizer(
         tokenizer, seed=seed, objective=objective.name, rate=objective.rate, span_min=objective.span_min,
@@ -175,7 +175,7 @@ def training_arguments(experiment: ExperimentConfig, run_dir: Path, name: str) -
         length_column_name="length",
         # parameters with no gradient in a step (the decoder under SimCSE/distillation, the concept table
         # behind no-grad recursion) would make DDP wait forever for their gradients
-        ddp_find_unused_parameters=experiment.objective.name in ("simcse", "distill")
+        ddp_find_unused_parameters=experiment.objective.name in TASKLESS_OBJECTIVES
         or experiment.model.get("recursion_no_grad_iterations", 0) > 0,
     )
 
