@@ -12,7 +12,7 @@ from .test_pretrain import history
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = (sorted((ROOT / "configs").glob("demo.yaml")) + sorted((ROOT / "configs" / "plan").glob("*.yaml"))
-               + sorted(p for p in (ROOT / "configs" / "study").glob("*.yaml") if p.name != "cpu.yaml"))
+               + sorted(p for p in (ROOT / "configs" / "study").glob("*.yaml") if not p.name.startswith("cpu")))  # cpu*.yaml: study files
 MICRO = sorted((ROOT / "configs" / "micro").glob("*.yaml"))
 
 

@@ -66,6 +66,8 @@ def test_the_shipped_cpu_study_gives_every_contender_the_same_budget():
 
     study = load_study(ROOT / "configs" / "study" / "cpu.yaml")
     assert len(study.contenders) == 9 and study.k_sweep_contender == "recursive_k6"
+    hour = load_study(ROOT / "configs" / "study" / "cpu_hour.yaml")  # the from-scratch CPU-hour target
+    assert list(hour.contenders) == ["simcse_hour"] and hour.name != study.name
 
 
 def test_a_contender_whose_config_changed_since_its_run_is_refused(tmp_path, capsys):

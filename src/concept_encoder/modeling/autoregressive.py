@@ -14,6 +14,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .attention import Attention
 from .configuration import ConceptEncoderConfig
+from .dropout import Dropout
 from .layers import FeedForward
 
 
@@ -27,7 +28,7 @@ class AutoregressiveDecoderLayer(GradientCheckpointingLayer):
         self.cross_attn = Attention(H, H, heads, d, p)
         self.ffn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
         self.ffn = FeedForward(H, config.intermediate_size, config.ffn_type, config.hidden_dropout_prob)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, concepts, key_mask=None):
         x = x + self.dropout(self.self_attn(self.self_norm(x), key_mask=key_mask, causal=True)[0])

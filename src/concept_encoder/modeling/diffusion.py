@@ -25,6 +25,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .attention import Attention
 from .configuration import ConceptEncoderConfig
+from .dropout import Dropout
 from .layers import FeedForward
 
 
@@ -63,7 +64,7 @@ class DiffusionDecoderLayer(GradientCheckpointingLayer):
         self.cross_attn = Attention(H, H, heads, d, p)
         self.ffn_norm = nn.LayerNorm(H, eps=eps)
         self.ffn = FeedForward(H, config.intermediate_size, config.ffn_type, config.hidden_dropout_prob)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         # AdaLN-Zero: shift, scale, gate for each of the three sub-layers, from the timestep embedding
         self.modulation = nn.Linear(H, 9 * H) if config.diffusion_timestep_conditioning else None
         if self.modulation is not None:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .configuration import ConceptEncoderConfig
+from .dropout import Dropout
 
 
 def sinusoidal_table(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -38,7 +39,7 @@ class TokenEmbeddings(nn.Module):
         )
         self.max_positions = config.max_position_embeddings
         self.norm = nn.LayerNorm(config.token_dim, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         x = self.word_embeddings(input_ids)

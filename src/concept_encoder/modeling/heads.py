@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 
 from .configuration import ConceptEncoderConfig
 from .decoder import ConceptDecoder
+from .dropout import Dropout
 from .embeddings import default_positions
 from .modeling_concept_encoder import ConceptEncoderModel, ConceptEncoderPreTrainedModel
 
@@ -58,7 +59,7 @@ class ConceptEncoderForSequenceClassification(ConceptEncoderPreTrainedModel):
             self.decoder_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         else:
             self.pooling = WeightedConceptPooling(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -107,7 +108,7 @@ class ConceptEncoderForSentencePairClassification(ConceptEncoderPreTrainedModel)
         self.cosine_only = cosine_only
         self.encoder = ConceptEncoderModel(config)
         self.pooling = WeightedConceptPooling(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = None if cosine_only else nn.Linear(4 * config.hidden_size, config.num_labels)
         self.post_init()
 

@@ -13,6 +13,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .attention import Attention, BidirectionalCrossAttention
 from .configuration import ConceptEncoderConfig
+from .dropout import Dropout
 
 Rotary = tuple[torch.Tensor, torch.Tensor] | None
 
@@ -24,7 +25,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.gated = ffn_type == "geglu"
         self.proj_in = nn.Linear(dim, 2 * hidden if self.gated else hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.proj_out = nn.Linear(hidden, dim)
         self.proj_out.is_residual_projection = True
 
@@ -54,7 +55,7 @@ class ConceptLayer(GradientCheckpointingLayer):
         self.self_attn = Attention(H, H, heads, d, p)
         self.ffn_norm = _layer_norm(config, H)
         self.ffn = FeedForward(H, config.intermediate_size, config.ffn_type, config.hidden_dropout_prob)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(
         self,
@@ -102,7 +103,7 @@ class BiXTLayer(GradientCheckpointingLayer):
             token_hidden = max(1, config.intermediate_size * Dt // H)
             self.token_ffn_norm = _layer_norm(config, Dt)
             self.token_ffn = FeedForward(Dt, token_hidden, config.ffn_type, config.hidden_dropout_prob)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(
         self,
@@ -142,7 +143,7 @@ class DecoderLayer(GradientCheckpointingLayer):
         self.cross_attn = Attention(H, H, heads, d, p)
         self.ffn_norm = _layer_norm(config, H)
         self.ffn = FeedForward(H, config.intermediate_size, config.ffn_type, config.hidden_dropout_prob)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(
         self,
