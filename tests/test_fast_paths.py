@@ -79,13 +79,35 @@ def test_cpu_attention_dropout_runs_the_explicit_path_with_the_cheap_mask():
     key_mask = torch.ones(2, 1, 1, 16, dtype=torch.bool)
     key_mask[1, ..., 12:] = False
     torch.manual_seed(3)
-    out, _ = attend(q, k, v, key_mask, dropout_p=0.2)
+    out, maps = attend(q, k, v, key_mask, dropout_p=0.2)
+    assert maps is None
     torch.manual_seed(3)  # the same draw by hand
     weights = (q @ k.transpose(-2, -1) / 4.0).masked_fill(~key_mask, float("-inf")).softmax(-1)
     mask, keep = keep_mask(weights.shape, 0.2)
     assert torch.allclose(out, torch.where(mask, weights / keep, 0.0) @ v, atol=1e-6)
     plain, _ = attend(q, k, v, key_mask)  # without dropout: SDPA, the same attention
     assert torch.allclose(plain, weights @ v, atol=1e-5)
+    torch.manual_seed(3)
+    again, maps = attend(q, k, v, key_mask, dropout_p=0.2, need_weights=True)
+    assert torch.equal(again, out) and torch.allclose(maps, weights)  # the maps are taken before dropout
+
+
+def test_a_query_with_no_key_to_read_gets_zero_not_nan():
+    q, k, v = torch.randn(2, 4, 8, 16), torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    key_mask = torch.ones(2, 1, 1, 16, dtype=torch.bool)
+    key_mask[1] = False  # the second sample is all padding
+    for p in (0.0, 0.2):
+        out, _ = attend(q, k, v, key_mask, dropout_p=p)
+        assert torch.isfinite(out).all() and not out[1].any()
+
+
+def test_dropout_keeps_half_precision_and_handles_the_edges():
+    x = torch.randn(64, 64, dtype=torch.bfloat16)
+    assert dropout(x, 0.1).dtype == torch.bfloat16
+    assert not dropout(x, 1.0).any() and not dropout(x, 1 - 1e-6).any()  # nothing kept, no division by zero
+    assert dropout(torch.randn(64, 64).T, 0.5).shape == (64, 64)  # non-contiguous input
+    with pytest.raises(ValueError, match="dropout probability"):
+        dropout(x, -0.1)
 
 
 def test_training_with_dropout_is_reproducible_from_the_seed(tokenizer, document_blocks):

@@ -6,9 +6,9 @@ Shapes: B batch, h heads, d head dim, Lq queries, Lk keys. Masks are boolean and
 Every attention in the model (concept <- token cross-attention, concept self-attention,
 the BiXT bidirectional attention, the decoder's query <- concept attention) calls `attend`,
 which runs `torch.nn.functional.scaled_dot_product_attention`. It falls back to an explicit softmax,
-which returns the same output, when attention maps are requested, and for attention dropout on a CPU:
-there SDPA would take the same explicit path anyway, but draw its mask with the slow serial Bernoulli
-sampler (modeling/dropout.py), which made a dropout-0.1 L6 step 27% slower than a dropout-0 one.
+which returns the same output, when attention maps are requested, and for attention dropout on a CPU
+(eager): SDPA's fused CPU kernel has no dropout, so it would materialise the weights as well, and draw
+its mask with PyTorch's serial Bernoulli sampler (see modeling/dropout.py).
 """
 
 from __future__ import annotations
@@ -31,13 +31,17 @@ def attend(
     need_weights: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scaled dot-product attention. Returns (output [B, h, Lq, d], weights [B, h, Lq, Lk] or None)."""
-    if not need_weights and (dropout_p == 0.0 or q.device.type != "cpu"):
+    cheap_dropout = dropout_p > 0 and q.device.type == "cpu" and not torch.compiler.is_compiling()
+    if not (need_weights or cheap_dropout):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # [B, h, Lq, Lk]
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
-    return dropout(weights, dropout_p) @ v, weights if need_weights else None
+    if mask is not None:  # a query that may attend to nothing reads nothing (as SDPA does), not NaN
+        weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+    out = dropout(weights, dropout_p) @ v
+    return out, (weights if need_weights else None)  # maps before dropout
 
 
 # ---------------------------------------------------------------------- rotary positions

@@ -7,7 +7,7 @@ compared with the drop threshold in parallel: 4× fewer serial draws and a 1-byt
 
 The keep probability is 1 − round(p·65536)/65536 (within 1e-5 of the configured 1 − p) and kept values
 are scaled by its exact inverse, so the output's expectation equals the input. On other devices the native
-(fused) dropout runs.
+(fused) dropout runs, and so does torch.compile, which generates its own parallel dropout masks.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device | str = "cpu") -
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout: zero each element with probability p, scale the rest by 1 / (1 − p)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    if p >= 1.0:
-        return x * 0.0
-    if x.device.type != "cpu":
-        return F.dropout(x, p, training=True)
+    if x.device.type != "cpu" or torch.compiler.is_compiling() or round(p * _LEVELS) >= _LEVELS:
+        return F.dropout(x, p, training=True)  # (p within 2^-17 of 1 keeps nothing: the native op handles it)
     mask, keep = keep_mask(x.shape, p, x.device)
     return torch.where(mask, x * (1.0 / keep), 0.0)
 
