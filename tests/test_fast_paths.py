@@ -84,7 +84,7 @@ def test_cpu_attention_dropout_runs_the_explicit_path_with_the_cheap_mask():
     torch.manual_seed(3)  # the same draw by hand
     weights = (q @ k.transpose(-2, -1) / 4.0).masked_fill(~key_mask, float("-inf")).softmax(-1)
     mask, keep = keep_mask(weights.shape, 0.2)
-    assert torch.allclose(out, torch.where(mask, weights / keep, 0.0) @ v, atol=1e-6)
+    assert torch.allclose(out, torch.where(mask, weights / keep, 0.0) @ v, atol=1e-5)
     plain, _ = attend(q, k, v, key_mask)  # without dropout: SDPA, the same attention
     assert torch.allclose(plain, weights @ v, atol=1e-5)
     torch.manual_seed(3)

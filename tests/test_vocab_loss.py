@@ -52,3 +52,12 @@ def test_many_chunks_under_bf16_autocast_match_float32_and_empty_input_works():
         torch.testing.assert_close(g, e, rtol=5e-2, atol=5e-2)
     empty = linear_cross_entropy_sum(hidden[:0], weight, None, target[:0])
     assert empty.item() == 0.0 and torch.autograd.grad(empty, weight)[0].abs().sum() == 0
+
+
+def test_a_second_backward_through_the_same_graph_is_refused():
+    hidden = torch.randn(6, 8, requires_grad=True)
+    weight = torch.randn(50, 8, requires_grad=True)
+    loss = linear_cross_entropy_sum(hidden, weight, None, torch.randint(0, 50, (6,))) / 6
+    loss.backward(retain_graph=True)  # the [V, D] gradient is scaled in place: reusing it would scale it twice
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        loss.backward()

@@ -13,13 +13,11 @@ its mask with PyTorch's serial Bernoulli sampler (see modeling/dropout.py).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dropout import dropout
+from .dropout import dropout_matmul
 
 
 def attend(
@@ -34,13 +32,13 @@ def attend(
     cheap_dropout = dropout_p > 0 and q.device.type == "cpu" and not torch.compiler.is_compiling()
     if not (need_weights or cheap_dropout):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # [B, h, Lq, Lk]
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # [B, h, Lq, Lk]; scaling q is Lk/d times cheaper
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
     if mask is not None:  # a query that may attend to nothing reads nothing (as SDPA does), not NaN
         weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
-    out = dropout(weights, dropout_p) @ v
+    out = dropout_matmul(weights, v, dropout_p)
     return out, (weights if need_weights else None)  # maps before dropout
 
 

@@ -41,6 +41,15 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return torch.where(mask, x * (1.0 / keep), 0.0)
 
 
+def dropout_matmul(weights: torch.Tensor, values: torch.Tensor, p: float) -> torch.Tensor:
+    """dropout(weights) @ values, the 1 / (1 − p) scale applied to the (smaller) product: attention
+    probabilities [.., Lq, Lk] times values [.., Lk, d] saves two passes over the Lq x Lk maps."""
+    if p == 0.0 or weights.device.type != "cpu" or torch.compiler.is_compiling() or round(p * _LEVELS) >= _LEVELS:
+        return dropout(weights, p) @ values
+    mask, keep = keep_mask(weights.shape, p, weights.device)
+    return (torch.where(mask, weights, 0.0) @ values) * (1.0 / keep)
+
+
 class Dropout(nn.Dropout):
     """`nn.Dropout` (same constructor, no parameters) with the cheap CPU mask."""
 

@@ -35,7 +35,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         vocab = weight.shape[0]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_weight = None  # [V, D] float32: the first chunk's product, then accumulated (no 100 MB zero fill)
         grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
         for start in range(0, hidden.shape[0], rows):
             h, t = hidden[start : start + rows], target[start : start + rows]
@@ -52,18 +52,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # gradients accumulate in float32 whatever autocast does (an in-place bf16/fp32 mix would fail)
             with torch.autocast(hidden.device.type, enabled=False):
                 grad_hidden[start : start + rows] = (grad @ weight.float()).to(hidden.dtype)  # [t, D]
-                grad_weight.addmm_(grad.T, h.float())  # [V, D]
+                if grad_weight is None:
+                    grad_weight = grad.T @ h.float()  # [V, D]
+                else:
+                    grad_weight.addmm_(grad.T, h.float())
             if grad_bias is not None:
                 grad_bias += grad.sum(0)
+        if grad_weight is None:  # no rows
+            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.weight_dtype = weight.dtype
+        ctx.used = False
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
+        if ctx.used:  # the [V, D] gradient is scaled in place below, so it can serve one backward only
+            raise RuntimeError("the chunked vocabulary loss supports one backward pass (no retain_graph reuse)")
+        ctx.used = True
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         scale = grad_total.to(grad_hidden.dtype)
-        return (grad_hidden * scale, (grad_weight * grad_total).to(ctx.weight_dtype),
+        return (grad_hidden * scale, grad_weight.mul_(grad_total).to(ctx.weight_dtype),
                 None if grad_bias is None else grad_bias * grad_total, None, None, None, None)
 
 
