@@ -19,6 +19,11 @@ from torch import nn
 _LEVELS = 1 << 16  # a 16-bit uniform has 65536 values
 
 
+def _native(x: torch.Tensor, p: float) -> bool:
+    """Use PyTorch's dropout: off the CPU, under torch.compile, or for p within 2^-17 of 1 (nothing kept)."""
+    return x.device.type != "cpu" or torch.compiler.is_compiling() or round(p * _LEVELS) >= _LEVELS
+
+
 def keep_mask(shape: torch.Size, p: float, device: torch.device | str = "cpu") -> tuple[torch.Tensor, float]:
     """(bool mask of `shape`, True = keep; its exact keep probability)."""
     numel = torch.Size(shape).numel()
@@ -35,8 +40,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or torch.compiler.is_compiling() or round(p * _LEVELS) >= _LEVELS:
-        return F.dropout(x, p, training=True)  # (p within 2^-17 of 1 keeps nothing: the native op handles it)
+    if _native(x, p):
+        return F.dropout(x, p, training=True)
     mask, keep = keep_mask(x.shape, p, x.device)
     return torch.where(mask, x * (1.0 / keep), 0.0)
 
@@ -44,7 +49,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
 def dropout_matmul(weights: torch.Tensor, values: torch.Tensor, p: float) -> torch.Tensor:
     """dropout(weights) @ values, the 1 / (1 − p) scale applied to the (smaller) product: attention
     probabilities [.., Lq, Lk] times values [.., Lk, d] saves two passes over the Lq x Lk maps."""
-    if p == 0.0 or weights.device.type != "cpu" or torch.compiler.is_compiling() or round(p * _LEVELS) >= _LEVELS:
+    if p == 0.0 or _native(weights, p):
         return dropout(weights, p) @ values
     mask, keep = keep_mask(weights.shape, p, weights.device)
     return (torch.where(mask, weights, 0.0) @ values) * (1.0 / keep)
