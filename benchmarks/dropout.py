@@ -18,37 +18,36 @@ import argparse
 import torch
 import torch.nn.functional as F
 from _common import alternate, device, markdown_table, write_section
+from models import FULL, QUICK
 
 from concept_encoder.modeling.attention import attend
 from concept_encoder.modeling.dropout import dropout
 
-P = 0.1
 
-
-def hidden_case(shape: tuple[int, ...]):
+def hidden_case(shape: tuple[int, ...], p: float):
     x = torch.randn(shape, device=device(), requires_grad=True)
     grad = torch.randn(shape, device=device())
 
     def native():
-        F.dropout(x, P, training=True).backward(grad)
+        F.dropout(x, p, training=True).backward(grad)
 
     def cheap():
-        dropout(x, P).backward(grad)
+        dropout(x, p).backward(grad)
 
     return {"PyTorch": native, "cheap": cheap}
 
 
-def attention_case(batch: int, heads: int, queries: int, keys: int, dim: int):
+def attention_case(batch: int, heads: int, queries: int, keys: int, dim: int, p: float):
     q = torch.randn(batch, heads, queries, dim, device=device(), requires_grad=True)
     k = torch.randn(batch, heads, keys, dim, device=device(), requires_grad=True)
     v = torch.randn(batch, heads, keys, dim, device=device(), requires_grad=True)
     grad = torch.randn(batch, heads, queries, dim, device=device())
 
     def native():
-        F.scaled_dot_product_attention(q, k, v, dropout_p=P).backward(grad)
+        F.scaled_dot_product_attention(q, k, v, dropout_p=p).backward(grad)
 
     def cheap():
-        attend(q, k, v, dropout_p=P)[0].backward(grad)
+        attend(q, k, v, dropout_p=p)[0].backward(grad)
 
     return {"PyTorch": native, "cheap": cheap}
 
@@ -59,14 +58,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.manual_seed(0)
-    b, n, c, h, ffn, heads = (2, 256, 64, 256, 1024, 4) if args.quick else (8, 512, 128, 512, 2048, 8)
-    layers = 2 if args.quick else 6
+    shape = QUICK if args.quick else FULL  # the L6 step's shapes (benchmarks/models.py)
+    b, n, c, h, ffn, heads, layers, p = (shape.batch, shape.tokens, shape.concepts, shape.hidden, shape.ffn,
+                                         shape.heads, shape.layers, shape.dropout)
     cases = [  # (what, shape text, calls per training step, candidates)
-        ("hidden: token embeddings", f"{b}×{n}×{h}", 1, hidden_case((b, n, h))),
-        ("hidden: concept states", f"{b}×{c}×{h}", 3 * layers, hidden_case((b, c, h))),
-        ("hidden: FFN inner", f"{b}×{c}×{ffn}", layers, hidden_case((b, c, ffn))),
-        ("attention: concepts <- tokens", f"{b}×{heads}×{c}×{n}", layers, attention_case(b, heads, c, n, h // heads)),
-        ("attention: concepts <- concepts", f"{b}×{heads}×{c}×{c}", layers, attention_case(b, heads, c, c, h // heads)),
+        ("hidden: token embeddings", f"{b}×{n}×{h}", 1, hidden_case((b, n, h), p)),
+        ("hidden: concept states", f"{b}×{c}×{h}", 3 * layers, hidden_case((b, c, h), p)),
+        ("hidden: FFN inner", f"{b}×{c}×{ffn}", layers, hidden_case((b, c, ffn), p)),
+        ("attention: concepts <- tokens", f"{b}×{heads}×{c}×{n}", layers, attention_case(b, heads, c, n, h // heads, p)),
+        ("attention: concepts <- concepts", f"{b}×{heads}×{c}×{c}", layers, attention_case(b, heads, c, c, h // heads, p)),
     ]
     rows, saved = [], 0.0
     for what, shape, calls, candidates in cases:
@@ -75,7 +75,7 @@ def main() -> None:
         rows.append([what, shape, calls, f"{1000 * seconds['PyTorch']:.2f}", f"{1000 * seconds['cheap']:.2f}",
                      f"{seconds['PyTorch'] / seconds['cheap']:.2f}×",
                      f"{1000 * calls * (seconds['PyTorch'] - seconds['cheap']):.0f}"])
-    body = (f"Dropout p = {P}, forward + backward. Command: `python benchmarks/dropout.py{' --quick' if args.quick else ''}`.\n\n"
+    body = (f"Dropout p = {p}, forward + backward. Command: `python benchmarks/dropout.py{' --quick' if args.quick else ''}`.\n\n"
             + markdown_table(["dropped tensor", "shape", "calls per step", "PyTorch ms", "cheap ms", "speed-up",
                               "ms saved per step"], rows)
             + f"\n\nSaved per training step by the rows above (not every dropout of the step): **{1000 * saved:.0f} ms**.")
