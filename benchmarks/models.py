@@ -59,11 +59,14 @@ def mlm_batch(shape: Shape, seed: int = 0) -> dict[str, torch.Tensor]:
     return {k: v.to(device()) for k, v in batch.items()}
 
 
-def training_step(model, batch: dict, optimizer=None):
-    """forward + backward (+ AdamW step when an optimizer is given); what one training step costs."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.cuda.is_available())
-    with autocast:
+def training_step(model, batch: dict, optimizer=None, bf16: bool | None = None, backward: bool = True):
+    """forward + backward (+ AdamW step when an optimizer is given); what one training step costs.
+    bf16 autocast: None = on a GPU only (how training runs by default), True/False = forced."""
+    bf16 = torch.cuda.is_available() if bf16 is None else bf16
+    with torch.autocast(device().type, dtype=torch.bfloat16, enabled=bf16):
         loss = model(**batch).loss
+    if not backward:
+        return loss
     loss.backward()
     if optimizer is not None:
         optimizer.step()

@@ -38,8 +38,9 @@ def history(run: Path, step: int) -> list[dict]:
     return json.loads((run / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())["log_history"]
 
 
-def test_micro_model_trains_and_its_loss_falls(tmp_path):
-    config = write_config(tmp_path)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: CPU autocast (native on AVX512-BF16/AMX)
+def test_micro_model_trains_and_its_loss_falls(tmp_path, precision):
+    config = write_config(tmp_path, training={"precision": precision})
     assert main(["pretrain", str(config), "--output-dir", str(tmp_path / "runs")]) == 0
     run = tmp_path / "runs" / "micro"
     logs = history(run, 30)
@@ -171,3 +172,15 @@ def test_a_contrastive_run_reports_a_validation_loss(tmp_path):
     summary = json.loads((tmp_path / "cl" / "train_summary.json").read_text())
     # InfoNCE over 16-row batches: above 0, and below log(16) once the two (identical, eval-mode) views match
     assert summary["eval_loss"] is not None and 0 < summary["eval_loss"] < math.log(16)
+
+
+def test_precision_resolves_per_machine():
+    from concept_encoder.training.precision import cpu_has_native_bf16, resolve_precision
+
+    assert resolve_precision("auto", cuda=False) == "fp32"  # CPU bf16 changes a run's numbers: opt-in only
+    assert resolve_precision("bf16", cuda=False) == "bf16"
+    assert isinstance(cpu_has_native_bf16(), bool)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", cuda=False)
+    with pytest.raises(ValueError, match="not one of"):
+        resolve_precision("fp8", cuda=False)

@@ -43,6 +43,18 @@ def test_uniformity_by_hand():
     assert uniformity(triangle).item() == pytest.approx(-6.0, rel=1e-5)  # ‖a−b‖² = 3 for every pair
 
 
+@pytest.mark.parametrize("scope", ["sample", "batch"])
+def test_uniformity_matches_scipy_pairwise_distances(scope):
+    concepts = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0))
+    groups = concepts.numpy().reshape((3, 5, 4) if scope == "sample" else (1, 15, 4))
+    expected = []
+    for group in groups:
+        unit = group / np.linalg.norm(group, axis=1, keepdims=True)
+        squared = cdist(unit, unit, "sqeuclidean")[~np.eye(len(unit), dtype=bool)]
+        expected.append(np.log(np.mean(np.exp(-2.0 * squared))))
+    assert uniformity(concepts, scope=scope).item() == pytest.approx(np.mean(expected), rel=1e-5)
+
+
 def test_variance_and_covariance_by_hand():
     x = torch.tensor([[[0.0, 0.0]], [[2.0, 0.0]]])  # two samples, one concept each; batch scope
     assert variance(x).item() == pytest.approx((0 + (1 - math.sqrt(1e-4))) / 2, rel=1e-6)

@@ -26,6 +26,7 @@ from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..modeling.modeling_concept_encoder import backbone_settings
 from ..objectives import DeletionCollator, DiffusionCollator, MaskingCollator, ObjectiveLoss, PaddingCollator
 from .callbacks import ConceptDiagnosticsCallback
+from .precision import resolve_precision
 from .runs import (
     CHECKPOINTS,
     DEFAULT_OUTPUT_ROOT,
@@ -149,9 +150,7 @@ PASSED_THROUGH = (
 def training_arguments(experiment: ExperimentConfig, run_dir: Path, name: str) -> TrainingArguments:
     t = experiment.training
     cuda = torch.cuda.is_available()
-    precision = t.precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    precision = resolve_precision(t.precision, cuda)
     return TrainingArguments(
         **{field: getattr(t, field) for field in PASSED_THROUGH},
         output_dir=str(run_dir / CHECKPOINTS),
