@@ -10,6 +10,7 @@ from concept_encoder import ConceptEncoderForMaskedLM
 from concept_encoder.cli import main
 from concept_encoder.config import ConfigError, load_experiment
 from concept_encoder.objectives import LossWeighting, ObjectiveLoss, simcse_loss
+from concept_encoder.objectives.composite import cut_off_tokens
 
 from .conftest import tiny_config
 from .test_masked_lm import mlm_inputs
@@ -58,6 +59,29 @@ def test_one_forward_gives_two_dropout_views(tokenizer, batch):
     assert values["task"] == pytest.approx(plain, rel=1e-5)
 
 
+def test_token_cutoff_hides_a_share_of_visible_tokens_and_keeps_one():
+    torch.manual_seed(0)
+    mask = torch.ones(64, 100, dtype=torch.long)
+    mask[:, 60:] = 0  # padding stays hidden
+    mask[0, 1:] = 0  # a one-token text keeps its token whatever the rate
+    cut = cut_off_tokens(torch.zeros_like(mask), mask, rate=0.2)
+    assert cut.dtype == mask.dtype and not (cut.bool() & ~mask.bool()).any()
+    assert cut[0].tolist() == mask[0].tolist()
+    assert 1 - cut[1:].sum() / mask[1:].sum() == pytest.approx(0.2, abs=0.02)
+    assert (cut_off_tokens(torch.zeros_like(mask), mask, rate=0.999).sum(dim=1) >= 1).all()
+
+
+def test_cutoff_makes_the_second_view_differ_but_not_the_task(tokenizer, batch):
+    model = ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).eval()  # no dropout: only the cutoff differs
+    inputs = mlm_inputs(tokenizer, batch)
+    with torch.no_grad():
+        _, plain, _ = ObjectiveLoss(contrastive_weight=1.0, contrastive_temperature=0.01)(model, inputs, step=0)
+        _, cut, _ = ObjectiveLoss(contrastive_weight=1.0, contrastive_temperature=0.01,
+                                  contrastive_cutoff=0.5)(model, inputs, step=0)
+    assert cut["task"] == pytest.approx(plain["task"], rel=1e-5)
+    assert cut["simcse"] > plain["simcse"] + 1e-3
+
+
 def test_non_finite_component_stops_with_its_name(tokenizer, batch):
     model = ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size))
     with torch.no_grad():
@@ -71,6 +95,7 @@ def test_non_finite_component_stops_with_its_name(tokenizer, batch):
     ({"regulariser_weight": -0.1}, "regulariser_weight: must be a finite number >= 0"),
     ({"contrastive_weight": float("nan")}, "contrastive_weight: must be a finite number >= 0"),
     ({"weighting": "learnable"}, "weighting"),
+    ({"contrastive_cutoff": 1.0}, "contrastive_cutoff: must be in"),
 ])
 def test_bad_objective_configs(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):

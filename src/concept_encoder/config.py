@@ -84,6 +84,7 @@ class ObjectiveConfig:
     regulariser_warmup_steps: int = 0  # linear ramp of regulariser weights from 0
     contrastive_weight: float = 0.0  # > 0 adds SimCSE on pooled concepts; name simcse uses it alone
     contrastive_temperature: float = 0.05
+    contrastive_cutoff: float = 0.0  # share of tokens the second SimCSE view hides (token cutoff); 0: dropout only
     weighting: str = "fixed"  # fixed | kendall_gal (bounded learned uncertainty weights)
     log_variance_min: float = -2.0
     log_variance_max: float = 2.0
@@ -102,6 +103,7 @@ class ObjectiveConfig:
             value = getattr(self, name)
             _require(math.isfinite(value) and value >= 0, name, f"must be a finite number >= 0, got {value}")
         _require(self.contrastive_temperature > 0, "contrastive_temperature", "must be positive")
+        _require(0 <= self.contrastive_cutoff < 1, "contrastive_cutoff", f"must be in [0, 1), got {self.contrastive_cutoff}")
         _require(self.regulariser_scope in SCOPES, "regulariser_scope", f"{self.regulariser_scope!r} not in {SCOPES}")
         _require(self.weighting in ("fixed", "kendall_gal"), "weighting", f"{self.weighting!r} is not fixed or kendall_gal")
         _require(self.log_variance_min < 0 < self.log_variance_max, "log_variance_min",

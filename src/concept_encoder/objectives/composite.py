@@ -2,8 +2,9 @@
 
 Everything runs in one forward of the (possibly DDP-wrapped) model. With SimCSE, the batch is encoded
 twice in that forward (the rows duplicated, so dropout differs): the second copy carries no labels, so
-the task loss is unchanged, and the two halves of the concepts are the two views. Regularisers read
-the first view's concepts [B, C, H].
+the task loss is unchanged, and the two halves of the concepts are the two views. With a cutoff rate, the
+second view also hides that share of each text's tokens from the concepts (token cutoff, Shen et al.
+2020): a harder positive than dropout alone. Regularisers read the first view's concepts [B, C, H].
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ SIMCSE = "simcse"
 DISTILL = "distill"
 
 
+def cut_off_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, rate: float) -> torch.Tensor:
+    """The attention mask [B, N] with a `rate` share of each row's visible tokens hidden at random; every row
+    keeps at least one token (a text with nothing to read has no concepts to compare)."""
+    visible = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    keep = visible & (torch.rand(input_ids.shape, device=input_ids.device) >= rate)
+    first_visible = visible.int().argmax(dim=1, keepdim=True)
+    empty = ~keep.any(dim=1, keepdim=True)
+    keep = keep | (empty & (torch.arange(input_ids.shape[1], device=input_ids.device) == first_visible))
+    return keep.to(attention_mask.dtype if attention_mask is not None else torch.long)
+
+
 class ObjectiveLoss(nn.Module):
     def __init__(
         self,
@@ -29,6 +41,7 @@ class ObjectiveLoss(nn.Module):
         regulariser_scope: str = "sample",
         contrastive_weight: float = 0.0,
         contrastive_temperature: float = 0.05,
+        contrastive_cutoff: float = 0.0,
         weighting: str = "fixed",
         log_variance_bounds: tuple[float, float] = (-2.0, 2.0),
         warmup_steps: int = 0,
@@ -41,6 +54,7 @@ class ObjectiveLoss(nn.Module):
         self.distill = distill
         self.contrastive = contrastive_weight > 0 or not (task or distill)
         self.temperature = contrastive_temperature
+        self.cutoff = contrastive_cutoff
         names = ([TASK] if task else []) + ([DISTILL] if distill else []) + list(self.regularisers)
         names += [SIMCSE] if self.contrastive else []
         fixed = {name: regulariser_weight / max(len(self.regularisers), 1) for name in self.regularisers}
@@ -63,7 +77,10 @@ class ObjectiveLoss(nn.Module):
         """(total loss, component values, effective weights)."""
         batch = inputs["input_ids"].shape[0]
         if self.contrastive:  # two dropout views in one forward
-            inputs = {k: torch.cat([v, torch.full_like(v, -100) if k == "labels" else v]) for k, v in inputs.items()}
+            second = dict(inputs, labels=torch.full_like(inputs["labels"], -100)) if "labels" in inputs else dict(inputs)
+            if self.cutoff > 0:
+                second["attention_mask"] = cut_off_tokens(inputs["input_ids"], inputs.get("attention_mask"), self.cutoff)
+            inputs = {k: torch.cat([v, second[k]]) for k, v in inputs.items()}
         out = model(**inputs, decode=self.task, num_items_in_batch=num_items_in_batch)
         concepts = out.concepts
         losses: dict[str, torch.Tensor] = {}

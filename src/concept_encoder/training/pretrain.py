@@ -117,6 +117,7 @@ def build_objective_loss(objective: ObjectiveConfig) -> ObjectiveLoss:
         regulariser_scope=objective.regulariser_scope,
         contrastive_weight=objective.contrastive_weight,
         contrastive_temperature=objective.contrastive_temperature,
+        contrastive_cutoff=objective.contrastive_cutoff,
         weighting=objective.weighting,
         log_variance_bounds=(objective.log_variance_min, objective.log_variance_max),
         warmup_steps=objective.regulariser_warmup_steps,
