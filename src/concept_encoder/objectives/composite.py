@@ -21,15 +21,15 @@ SIMCSE = "simcse"
 DISTILL = "distill"
 
 
-def cut_off_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, rate: float) -> torch.Tensor:
+def cut_off_tokens(attention_mask: torch.Tensor, rate: float) -> torch.Tensor:
     """The attention mask [B, N] with a `rate` share of each row's visible tokens hidden at random; every row
     keeps at least one token (a text with nothing to read has no concepts to compare)."""
-    visible = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    keep = visible & (torch.rand(input_ids.shape, device=input_ids.device) >= rate)
+    visible = attention_mask.bool()
+    keep = visible & (torch.rand(visible.shape, device=visible.device) >= rate)
     first_visible = visible.int().argmax(dim=1, keepdim=True)
     empty = ~keep.any(dim=1, keepdim=True)
-    keep = keep | (empty & (torch.arange(input_ids.shape[1], device=input_ids.device) == first_visible))
-    return keep.to(attention_mask.dtype if attention_mask is not None else torch.long)
+    keep = keep | (empty & (torch.arange(visible.shape[1], device=visible.device) == first_visible))
+    return keep.to(attention_mask.dtype)
 
 
 class ObjectiveLoss(nn.Module):
@@ -77,9 +77,11 @@ class ObjectiveLoss(nn.Module):
         """(total loss, component values, effective weights)."""
         batch = inputs["input_ids"].shape[0]
         if self.contrastive:  # two dropout views in one forward
+            if self.cutoff > 0 and "attention_mask" not in inputs:  # packed blocks: every token visible
+                inputs = dict(inputs, attention_mask=torch.ones_like(inputs["input_ids"]))
             second = dict(inputs, labels=torch.full_like(inputs["labels"], -100)) if "labels" in inputs else dict(inputs)
             if self.cutoff > 0:
-                second["attention_mask"] = cut_off_tokens(inputs["input_ids"], inputs.get("attention_mask"), self.cutoff)
+                second["attention_mask"] = cut_off_tokens(inputs["attention_mask"], self.cutoff)
             inputs = {k: torch.cat([v, second[k]]) for k, v in inputs.items()}
         out = model(**inputs, decode=self.task, num_items_in_batch=num_items_in_batch)
         concepts = out.concepts
