@@ -68,6 +68,8 @@ def test_the_shipped_cpu_study_gives_every_contender_the_same_budget():
     assert len(study.contenders) == 9 and study.k_sweep_contender == "recursive_k6"
     hour = load_study(ROOT / "configs" / "study" / "cpu_hour.yaml")  # the from-scratch CPU-hour target
     assert list(hour.contenders) == ["simcse_hour"] and hour.name != study.name
+    wide = load_study(ROOT / "configs" / "study" / "cpu_hour_wide.yaml")  # its second attempt: width, not tokens
+    assert list(wide.contenders) == ["mlm_simcse_wide"] and len({study.name, hour.name, wide.name}) == 3
 
 
 def test_a_contender_whose_config_changed_since_its_run_is_refused(tmp_path, capsys):
