@@ -66,7 +66,7 @@ def alternate(candidates: dict[str, callable], repeats: int, warmup: int = 1) ->
 def matmul_peak(size: int = 2048, repeats: int = 7, dtype: torch.dtype | None = None) -> float:
     """Measured FLOP/s of a square matmul in the training dtype (the denominator of every utilisation):
     by default bf16 on a GPU, fp32 on a CPU (how training runs unless the config asks for bf16)."""
-    dtype = dtype or (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    dtype = dtype if dtype is not None else (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     a = torch.randn(size, size, device=device(), dtype=dtype)
     b = torch.randn(size, size, device=device(), dtype=dtype)
     seconds = alternate({"mm": lambda: a @ b}, repeats, warmup=2)["mm"]

@@ -72,7 +72,9 @@ def test_token_cutoff_hides_a_share_of_visible_tokens_and_keeps_one():
 
 
 def test_cutoff_makes_the_second_view_differ_but_not_the_task(tokenizer, batch):
-    model = ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).eval()  # no dropout: only the cutoff differs
+    # training mode without dropout: only the cutoff tells the two views apart
+    config = tiny_config(tokenizer.vocab_size, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = ConceptEncoderForMaskedLM(config).train()
     inputs = mlm_inputs(tokenizer, batch)
     inputs.pop("attention_mask", None)  # as packed blocks come: the cutoff must still reach the second view
     with torch.no_grad():
@@ -81,6 +83,11 @@ def test_cutoff_makes_the_second_view_differ_but_not_the_task(tokenizer, batch):
                                   contrastive_cutoff=0.5)(model, inputs, step=0)
     assert cut["task"] == pytest.approx(plain["task"], rel=1e-5)
     assert cut["simcse"] > plain["simcse"] + 1e-3
+    model.eval()  # evaluation: no cutoff, so the validation loss is the same at every evaluation
+    with torch.no_grad():
+        _, evaluated, _ = ObjectiveLoss(contrastive_weight=1.0, contrastive_temperature=0.01,
+                                        contrastive_cutoff=0.5)(model, inputs, step=0)
+    assert evaluated["simcse"] == pytest.approx(plain["simcse"], rel=1e-5)
 
 
 def test_non_finite_component_stops_with_its_name(tokenizer, batch):
@@ -97,6 +104,7 @@ def test_non_finite_component_stops_with_its_name(tokenizer, batch):
     ({"contrastive_weight": float("nan")}, "contrastive_weight: must be a finite number >= 0"),
     ({"weighting": "learnable"}, "weighting"),
     ({"contrastive_cutoff": 1.0}, "contrastive_cutoff: must be in"),
+    ({"contrastive_cutoff": 0.2}, "contrastive_cutoff: cuts tokens from the second SimCSE view"),
 ])
 def test_bad_objective_configs(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -55,6 +55,23 @@ def test_uniformity_matches_scipy_pairwise_distances(scope):
     assert uniformity(concepts, scope=scope).item() == pytest.approx(np.mean(expected), rel=1e-5)
 
 
+@pytest.mark.parametrize("scope", ["sample", "batch"])
+def test_uniformity_gradient_matches_the_pairwise_formula(scope):
+    """The fast form (diagonal masked inside the GEMM output) against the plain pairwise logsumexp, by autograd."""
+    concepts = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
+
+    def pairwise(x):
+        groups = x if scope == "sample" else x.reshape(1, -1, x.shape[-1])
+        unit = groups / groups.norm(dim=-1, keepdim=True)
+        off = ~torch.eye(groups.shape[1], dtype=torch.bool)
+        squared = torch.cdist(unit, unit).pow(2)[:, off]
+        return (torch.logsumexp(-2.0 * squared, dim=-1) - math.log(squared.shape[-1])).mean()
+
+    fast = torch.autograd.grad(uniformity(concepts, scope=scope), concepts)[0]
+    plain = torch.autograd.grad(pairwise(concepts), concepts)[0]
+    torch.testing.assert_close(fast, plain.to(fast.dtype), rtol=1e-4, atol=1e-6)
+
+
 def test_variance_and_covariance_by_hand():
     x = torch.tensor([[[0.0, 0.0]], [[2.0, 0.0]]])  # two samples, one concept each; batch scope
     assert variance(x).item() == pytest.approx((0 + (1 - math.sqrt(1e-4))) / 2, rel=1e-6)

@@ -103,7 +103,11 @@ class ObjectiveConfig:
             value = getattr(self, name)
             _require(math.isfinite(value) and value >= 0, name, f"must be a finite number >= 0, got {value}")
         _require(self.contrastive_temperature > 0, "contrastive_temperature", "must be positive")
-        _require(0 <= self.contrastive_cutoff < 1, "contrastive_cutoff", f"must be in [0, 1), got {self.contrastive_cutoff}")
+        _require(0 <= self.contrastive_cutoff < 1, "contrastive_cutoff",
+                 f"must be in [0, 1), got {self.contrastive_cutoff}")
+        _require(self.contrastive_cutoff == 0 or self.contrastive_weight > 0 or self.name == "simcse",
+                 "contrastive_cutoff", "cuts tokens from the second SimCSE view: set contrastive_weight > 0 "
+                 "(or name: simcse), or leave it 0")
         _require(self.regulariser_scope in SCOPES, "regulariser_scope", f"{self.regulariser_scope!r} not in {SCOPES}")
         _require(self.weighting in ("fixed", "kendall_gal"), "weighting", f"{self.weighting!r} is not fixed or kendall_gal")
         _require(self.log_variance_min < 0 < self.log_variance_max, "log_variance_min",
@@ -158,6 +162,10 @@ class TrainingConfig:
                  f"{self.lr_scheduler_type!r} is not one of cosine, linear, constant_with_warmup")
         _require(self.precision in ("auto", "fp32", "bf16", "fp16"), "precision",
                  f"{self.precision!r} is not one of auto, fp32, bf16, fp16")
+        if self.precision == "fp16":  # machine-dependent, but still before any compute
+            import torch
+
+            _require(torch.cuda.is_available(), "precision", "fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
         _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         _require(self.save_steps % self.eval_steps == 0 or self.eval_steps % self.save_steps == 0, "save_steps",
                  "save_steps and eval_steps must divide one another")

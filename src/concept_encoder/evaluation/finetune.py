@@ -38,6 +38,7 @@ from ..config import ConfigError, build_section, read_yaml_mapping
 from ..data.blocks import document_hash
 from ..data.tasks import Task, TaskError, load_split
 from ..modeling import ConceptEncoderForSentencePairClassification
+from ..training.precision import resolve_precision
 from ..training.runs import write_atomic, write_json
 from .baselines import majority_baseline, tfidf_cosine_baseline, tfidf_linear_baseline
 from .metrics import compute_metrics
@@ -206,7 +207,7 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
             weight_decay=settings.weight_decay, warmup_steps=settings.warmup_steps, eval_strategy="epoch",
             save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
             metric_for_best_model=headline, greater_is_better=True, report_to="none", logging_steps=50,
-            use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            use_cpu=not torch.cuda.is_available(), bf16=resolve_precision("auto") == "bf16",
             disable_tqdm=False, remove_unused_columns=not separate,
         )
 

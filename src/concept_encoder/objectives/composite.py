@@ -77,10 +77,11 @@ class ObjectiveLoss(nn.Module):
         """(total loss, component values, effective weights)."""
         batch = inputs["input_ids"].shape[0]
         if self.contrastive:  # two dropout views in one forward
-            if self.cutoff > 0 and "attention_mask" not in inputs:  # packed blocks: every token visible
+            cutoff = self.cutoff > 0 and model.training  # evaluation stays deterministic (fixed validation loss)
+            if cutoff and "attention_mask" not in inputs:  # packed blocks: every token visible
                 inputs = dict(inputs, attention_mask=torch.ones_like(inputs["input_ids"]))
             second = dict(inputs, labels=torch.full_like(inputs["labels"], -100)) if "labels" in inputs else dict(inputs)
-            if self.cutoff > 0:
+            if cutoff:
                 second["attention_mask"] = cut_off_tokens(inputs["attention_mask"], self.cutoff)
             inputs = {k: torch.cat([v, second[k]]) for k, v in inputs.items()}
         out = model(**inputs, decode=self.task, num_items_in_batch=num_items_in_batch)

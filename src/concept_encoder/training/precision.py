@@ -1,12 +1,13 @@
 """Which floating-point precision a run computes in: `precision` of the training config, resolved for this machine.
 
 bf16 autocast pays only where the hardware multiplies bf16 natively: CUDA GPUs that support it, and CPUs with
-AVX512-BF16 or AMX (Zen 4+, Cooper Lake, Sapphire Rapids+), where bf16 matmuls run ~2.5x the fp32 rate
-(docs/benchmarks.md, "bf16 autocast"). Elsewhere oneDNN emulates bf16 and it is slower than fp32.
+AVX512-BF16 or AMX (Zen 4+, Cooper Lake, Sapphire Rapids+), where bf16 matmuls run 2-2.5x the fp32 rate
+(`benchmarks/bf16.py`). Elsewhere oneDNN emulates bf16 and it is slower than fp32.
 """
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -37,4 +38,7 @@ def resolve_precision(requested: str, cuda: bool | None = None) -> str:
         return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     if requested == "fp16" and not cuda:
         raise ValueError("precision fp16 needs a CUDA GPU; on a CPU use bf16 (native on AVX512-BF16/AMX) or fp32")
+    if requested == "bf16" and not cuda and not cpu_has_native_bf16():
+        warnings.warn("precision bf16 on a CPU without AVX512-BF16/AMX: bf16 is emulated there, slower than fp32",
+                      stacklevel=2)
     return requested

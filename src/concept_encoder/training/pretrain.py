@@ -267,6 +267,7 @@ def pretrain(
             "ranks_agree": agree,
             "rank_fingerprints": fingerprints,
             "device": str(args.device),
+            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
             "model_config": prepared.model_config.to_diff_dict(),
             "objective": dataclasses.asdict(experiment.objective),
         })
