@@ -53,8 +53,8 @@ def main() -> None:
         for name, s in seconds.items():
             rows.append([scope, name, f"{1000 * s:,.1f}"])
         before, after = uniformity_before(concepts, scope).item(), uniformity(concepts, scope).item()
-        rows.append([scope, "uniformity: after / before", f"{seconds['uniformity'] / seconds['uniformity, before']:.2f}× "
-                     f"the time, values {after:.6f} vs {before:.6f}"])
+        ratio = seconds["uniformity"] / seconds["uniformity, before"]
+        rows.append([scope, "uniformity: after / before", f"{ratio:.2f}× the time, values {after:.6f} vs {before:.6f}"])
     table = markdown_table(["scope", "regulariser", "ms, forward + backward"], rows)
     body = (f"Concepts B {shape[0]} × C {shape[1]} × H {shape[2]}. "
             f"Command: `python benchmarks/regularisers.py{' --quick' if args.quick else ''}`.\n\n{table}")

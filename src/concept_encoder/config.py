@@ -140,7 +140,7 @@ class TrainingConfig:
     lr_scheduler_type: str = "cosine"  # cosine | linear | constant_with_warmup
     warmup_steps: float = 0.05  # an int is steps, a float in [0, 1) a fraction of all steps
     max_grad_norm: float = 1.0
-    precision: str = "auto"  # auto: bf16 on GPUs that have it, else fp32 | fp32 | bf16 (GPU, or CPU opt-in) | fp16 (GPU)
+    precision: str = "auto"  # auto: bf16 on GPUs that have it, else fp32 | fp32 | bf16 (GPU; CPU opt-in) | fp16 (GPU)
     logging_steps: int = 10
     eval_steps: int = 100
     save_steps: int = 100

@@ -80,7 +80,9 @@ class ObjectiveLoss(nn.Module):
             cutoff = self.cutoff > 0 and model.training  # evaluation stays deterministic (fixed validation loss)
             if cutoff and "attention_mask" not in inputs:  # packed blocks: every token visible
                 inputs = dict(inputs, attention_mask=torch.ones_like(inputs["input_ids"]))
-            second = dict(inputs, labels=torch.full_like(inputs["labels"], -100)) if "labels" in inputs else dict(inputs)
+            second = dict(inputs)
+            if "labels" in inputs:  # the second view teaches only the contrastive loss
+                second["labels"] = torch.full_like(inputs["labels"], -100)
             if cutoff:
                 second["attention_mask"] = cut_off_tokens(inputs["attention_mask"], self.cutoff)
             inputs = {k: torch.cat([v, second[k]]) for k, v in inputs.items()}

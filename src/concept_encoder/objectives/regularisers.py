@@ -72,7 +72,7 @@ def soft_orthogonality(concepts: torch.Tensor, scope: str = "sample", margin: fl
 def uniformity(concepts: torch.Tensor, scope: str = "sample", temperature: float = 2.0) -> torch.Tensor:
     unit = F.normalize(_groups(concepts, scope), dim=-1, eps=1e-8)
     n = unit.shape[1]
-    # −t‖ĉi − ĉj‖² = 2t(S − 1) ∈ [−4t, 0]: exp cannot overflow, so the sum needs no max shift (for moderate t).
+    # −t‖ĉi − ĉj‖² = 2t(S − 1) ∈ [−4t, 0]: exp cannot overflow, so no max shift is needed (for moderate t).
     # Scale and shift ride in the GEMM, the diagonal is set to −inf (excluded exactly, zero gradient) and exp
     # runs in place: at batch scope (n = B·C) these [n, n] passes are the cost, so each one counts.
     scores = torch.baddbmm(unit.new_full((1, 1, 1), -2 * temperature), unit, unit.transpose(-2, -1),
