@@ -6,7 +6,7 @@ Concepts [B, C, H] as the CPU-hour study trains them (B 128, C 32, H 128): scope
 C vectors, scope "batch" on one group of B·C = 4,096 (a 4k × 4k similarity matrix). Each row is the median of
 the repeats, candidates alternating in one process. "before" is uniformity as first written (gather the
 n(n − 1) off-diagonal distances, logsumexp over them); "after" is `objectives/regularisers.py` (scale and
-shift inside the GEMM, exp in place, the diagonal subtracted), the same value to float32 rounding.
+shift inside the GEMM, the diagonal set to −inf, exp in place), the same value to float32 rounding.
 """
 
 from __future__ import annotations

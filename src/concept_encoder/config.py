@@ -61,6 +61,7 @@ class DataConfig:
                  "training a tokenizer needs the corpus in memory; with streaming use a Hub tokenizer or a folder")
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # resolved per machine by training/precision.py
 OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill")
 TASKLESS_OBJECTIVES = ("simcse", "distill")  # nothing is decoded: unmasked batches, no labels, no decoder gradient
 
@@ -160,8 +161,7 @@ class TrainingConfig:
         _require(self.learning_rate > 0, "learning_rate", "must be positive")
         _require(self.lr_scheduler_type in ("cosine", "linear", "constant_with_warmup"), "lr_scheduler_type",
                  f"{self.lr_scheduler_type!r} is not one of cosine, linear, constant_with_warmup")
-        _require(self.precision in ("auto", "fp32", "bf16", "fp16"), "precision",
-                 f"{self.precision!r} is not one of auto, fp32, bf16, fp16")
+        _require(self.precision in PRECISIONS, "precision", f"{self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.precision == "fp16":  # machine-dependent, but still before any compute
             import torch
 
