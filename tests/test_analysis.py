@@ -45,11 +45,13 @@ def test_per_sample_collapse_that_the_global_rank_cannot_see():
     d = concept_diagnostics(collapsed_within)
     assert d["effective_rank_per_sample"] == pytest.approx(1, abs=1e-4)
     assert d["effective_rank_global"] == pytest.approx(S)
+    assert d["static_concepts"] == 0  # each input moves every concept
     # the converse: full rank within each input, the same C directions for every input -> static concepts
     same_for_all = orthonormal(C, H)[None].expand(S, C, H)
     d = concept_diagnostics(same_for_all)
     assert d["effective_rank_per_sample"] == pytest.approx(C) and d["effective_rank_global"] == pytest.approx(C)
-    assert d["static_concepts"] == C
+    assert d["static_concepts"] == C and d["static_concepts_fraction"] == 1.0
+    assert verdict("static_concepts", d["static_concepts_fraction"]) == "fail"
 
 
 def test_spectral_formulas_by_hand():
@@ -112,6 +114,7 @@ def verdict(gate_id: str, value: float, **facts) -> str:
     ("gate1_rank", 0.51, "pass"), ("gate1_rank", 0.49, "partial"), ("gate1_rank", 0.24, "partial"),
     ("gate1_rank", 0.23, "fail"),
     ("runner_rank", 0.31, "partial"), ("runner_rank", 0.29, "fail"),
+    ("static_concepts", 0.0, "pass"), ("static_concepts", 0.3, "partial"), ("static_concepts", 1.0, "fail"),
     ("similarity", 0.19, "pass"), ("similarity", 0.21, "partial"), ("similarity", 0.51, "fail"),
     ("dead_dimensions", 0.011, "pass"), ("dead_dimensions", 0.009, "fail"),
     ("gate1_stsb", 0.71, "pass"), ("gate1_stsb", 0.69, "fail"),

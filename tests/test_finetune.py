@@ -98,6 +98,24 @@ def test_pair_cosine_head_is_the_cosine_of_separately_pooled_sentences(tokenizer
     torch.testing.assert_close(alone, model.embed(ids, mask)[:1], atol=1e-5, rtol=1e-5)
 
 
+def test_a_learning_rate_grid_is_chosen_on_selection_and_reports_the_chosen_model(tmp_path, tokenizer):
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    common = [str(model_dir), "--tasks", "stsb", "--seeds", "1", "--epochs", "1", "--head", "pair_cosine",
+              "--max-train-examples", "96", "--max-eval-examples", "60"]
+    assert main(["evaluate", *common, "--learning-rate", "1e-6", "3e-3", "--output-dir", str(tmp_path / "grid")]) == 0
+    (run,) = json.loads((tmp_path / "grid" / "results.json").read_text())["tasks"]["stsb"]["runs"]
+    by_rate = run["selection_by_learning_rate"]
+    assert set(by_rate) == {"1e-06", "0.003"} and by_rate["1e-06"] != by_rate["0.003"]
+    assert run["selection_best"] == max(by_rate.values()) == by_rate[f"{run['learning_rate']:g}"]
+    # the reported numbers are the chosen rate's: the same as fine-tuning at that rate alone
+    assert main(["evaluate", *common, "--learning-rate", str(run["learning_rate"]), "--output-dir", str(tmp_path / "one")]) == 0
+    (alone,) = json.loads((tmp_path / "one" / "results.json").read_text())["tasks"]["stsb"]["runs"]
+    assert "selection_by_learning_rate" not in alone
+    assert alone["spearman"] == pytest.approx(run["spearman"], abs=1e-6)
+
+
 def test_per_task_settings_from_the_config_file():
     from pathlib import Path
 
@@ -117,6 +135,10 @@ def test_bad_settings_are_clear_errors(tmp_path):
     path.write_text("tasks:\n  mrpc: {epochs: 3}\n")
     with pytest.raises(ConfigError, match=r"\[tasks.mrpc\] unknown key\(s\) \['epochs'\]"):
         load_settings(path, ["mrpc"])
+    for grid in ("[]", "[1.0e-4, -1.0e-4]", "[1.0e-4, fast]"):
+        path.write_text(f"tasks:\n  mrpc: {{learning_rate: {grid}}}\n")
+        with pytest.raises(ConfigError, match=r"\[tasks.mrpc\] .*learning_rate"):
+            load_settings(path, ["mrpc"])
 
 
 def test_mnli_reports_what_it_can_of_matched_and_mismatched(tmp_path, tokenizer):

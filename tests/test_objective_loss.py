@@ -111,6 +111,15 @@ def test_bad_objective_configs(tmp_path, change, message):
         load_experiment(write_config(tmp_path, objective=change))
 
 
+def test_per_sample_regularisers_need_two_concepts(tmp_path):
+    one_concept = {"regularisers": ["combined"]}
+    with pytest.raises(ConfigError, match="num_concepts is 1"):
+        load_experiment(write_config(tmp_path, model={"num_concepts": 1}, objective=one_concept))
+    # over the batch, one concept per input still gives B vectors to compare
+    load_experiment(write_config(tmp_path, model={"num_concepts": 1},
+                                 objective={**one_concept, "regulariser_scope": "batch"}))
+
+
 @pytest.mark.parametrize("objective", [
     {"regularisers": ["combined"], "regulariser_weight": 0.1},
     {"regularisers": ["vicreg", "t_regs"], "weighting": "kendall_gal", "contrastive_weight": 0.1},

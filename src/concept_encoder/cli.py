@@ -105,6 +105,10 @@ def zero_shot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_or_grid(rates: list[float] | None) -> float | list[float] | None:
+    return rates[0] if rates and len(rates) == 1 else rates
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """Fine-tune (or zero-shot) a model on benchmark tasks beside the baselines; results.json + results.md."""
     from .data import resolve_data_dir
@@ -117,7 +121,7 @@ def evaluate(args: argparse.Namespace) -> int:
         check_writable(output)
         path = zero_shot_tasks(args.model, tasks, data_dir, output, args.pooling)
     else:
-        settings = load_settings(args.config, [t.name for t in tasks], learning_rate=args.learning_rate,
+        settings = load_settings(args.config, [t.name for t in tasks], learning_rate=_one_or_grid(args.learning_rate),
                                  num_train_epochs=args.epochs, max_train_examples=args.max_train_examples,
                                  max_eval_examples=args.max_eval_examples, head=args.head)
         check_writable(output)
@@ -282,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--config", help="per-task fine-tuning settings (e.g. configs/eval/default.yaml)")
     p.add_argument("--columns", help="user task columns, e.g. text_a=question,text_b=answer,label=y")
-    p.add_argument("--learning-rate", type=float, help="overrides the config for every task")
+    p.add_argument("--learning-rate", type=float, nargs="+",
+                   help="overrides the config for every task; several rates: a grid, chosen per seed on the "
+                        "selection split (never on the reported one)")
     p.add_argument("--epochs", type=float, help="overrides the config for every task")
     p.add_argument("--max-train-examples", type=int, help="a fixed slice of the training split (quick runs)")
     p.add_argument("--max-eval-examples", type=int, help="a fixed slice of the reported split (quick runs)")

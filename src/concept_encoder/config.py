@@ -202,7 +202,7 @@ class EvaluationConfig:
     head: str | None = None
     pooling: str = "mean"  # zero-shot pooling: mean | decoder
     num_train_epochs: float | None = None
-    learning_rate: float | None = None
+    learning_rate: float | list[float] | None = None  # a list: a grid chosen per seed on the selection split
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
 
@@ -351,8 +351,13 @@ def build_section(cls: type, name: str, body: dict[str, Any], source: str | Path
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
     """Load and validate every section of an experiment file (the model section's keys included)."""
     raw = load_config(path, overrides)
-    build_model_config(raw, path)  # fail on model keys now, before any data is read
+    model = build_model_config(raw, path)  # fail on model keys now, before any data is read
     sections = {name: build_section(cls, name, raw.get(name, {}), path) for name, cls in SECTION_CLASSES.items()}
+    objective = sections["objective"]
+    if objective.regularisers and objective.regulariser_scope == "sample" and model.num_concepts < 2:
+        raise ConfigError(f"{path}: [objective] regularisers: at regulariser_scope sample they compare the concepts "
+                          f"of one input, and model.num_concepts is {model.num_concepts}; use >= 2 concepts or "
+                          "regulariser_scope: batch")
     decoder = raw.get("model", {}).get("decoder_type", "perceiver_io")
     if sections["objective"].name == "tsdae" and decoder not in ("position_only", "autoregressive"):
         raise ConfigError(f"{path}: [model] decoder_type: objective tsdae needs position_only or autoregressive "

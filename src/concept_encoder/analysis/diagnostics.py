@@ -94,6 +94,7 @@ def concept_diagnostics(concepts: torch.Tensor) -> dict[str, float]:
         "dimension_std_max": dimension_std.max().item(),
         "dead_dimensions": int((dimension_std < DEAD_DIMENSION_STD).sum().item()),
         "static_concepts": int(static.sum().item()),
+        "static_concepts_fraction": static.sum().item() / C,
     }
 
 

@@ -5,6 +5,9 @@
   the task's headline metric (F1 for MRPC/QQP/PAWS, MCC for CoLA, Spearman for STS, else accuracy),
   the metric that is reported. The reported split (`validation`) is never seen before the final
   prediction.
+- `learning_rate` may be a grid: each seed then fine-tunes once per rate and keeps the rate whose best
+  `selection` score is highest, so the reported split chooses nothing. Every rate's selection score is
+  recorded beside the chosen one.
 - PAWS has no training split in the local folder: a fixed half of its dev split (by hash) fine-tunes
   (with its own selection part), the other half is reported. Results say so (`protocol` field).
 - Pairs are encoded jointly ([CLS] a [SEP] b [SEP]), as in GLUE practice.
@@ -47,7 +50,7 @@ from .zero_shot import model_source, model_tokenizer
 
 @dataclass
 class FinetuneSettings:
-    learning_rate: float = 5e-5
+    learning_rate: float | list[float] = 5e-5  # a list: a grid, chosen per seed on the selection split
     num_train_epochs: float = 3.0
     per_device_train_batch_size: int = 32
     weight_decay: float = 0.01
@@ -61,8 +64,12 @@ class FinetuneSettings:
     def check(self) -> None:
         if self.head not in (*HEADS, *PAIR_HEADS):
             raise ValueError(f"head: {self.head!r} is not one of {[*HEADS, *PAIR_HEADS]}")
-        if self.learning_rate <= 0 or self.num_train_epochs <= 0:
-            raise ValueError("learning_rate and num_train_epochs must be positive")
+        if not self.learning_rates or min(self.learning_rates) <= 0 or self.num_train_epochs <= 0:
+            raise ValueError("learning_rate (every rate of a grid) and num_train_epochs must be positive")
+
+    @property
+    def learning_rates(self) -> list[float]:
+        return list(self.learning_rate) if isinstance(self.learning_rate, list) else [self.learning_rate]
 
 
 HEADS = {
@@ -180,6 +187,36 @@ def load_classifier(model_path: str | Path, task: Task, head: str = "weighted"):
     return model, tokenizer, config.model_type
 
 
+def _scores(task: Task, prediction) -> dict[str, float]:
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    predicted = logits.reshape(-1) if task.is_regression else logits.argmax(-1)
+    return compute_metrics(task, predicted, prediction.label_ids)
+
+
+def _train_once(model_path, task: Task, settings: FinetuneSettings, learning_rate: float, seed: int,
+                train: list[dict], selection: list[dict], separate: bool, scale: float, output_dir: Path) -> Trainer:
+    """One fine-tuning at one rate and seed; the Trainer holds the checkpoint best on `selection`."""
+    set_seed(seed)
+    model, tokenizer, _ = load_classifier(model_path, task, settings.head)
+    args = TrainingArguments(
+        output_dir=str(output_dir), seed=seed, data_seed=seed,
+        learning_rate=learning_rate, num_train_epochs=settings.num_train_epochs,
+        per_device_train_batch_size=settings.per_device_train_batch_size, per_device_eval_batch_size=64,
+        weight_decay=settings.weight_decay, warmup_steps=settings.warmup_steps, eval_strategy="epoch",
+        save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
+        metric_for_best_model=task.metrics[0], greater_is_better=True, report_to="none", logging_steps=50,
+        use_cpu=not torch.cuda.is_available(), bf16=resolve_precision("auto") == "bf16",
+        disable_tqdm=False, remove_unused_columns=not separate,
+    )
+    trainer = Trainer(model=model, args=args, processing_class=tokenizer,
+                      train_dataset=_dataset(train, tokenizer, settings.max_length, separate, scale),
+                      eval_dataset=_dataset(selection, tokenizer, settings.max_length, separate, scale),
+                      data_collator=PairCollator(tokenizer) if separate else DataCollatorWithPadding(tokenizer),
+                      compute_metrics=lambda prediction: _scores(task, prediction))
+    trainer.train()
+    return trainer
+
+
 def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Path, seeds: list[int],
                   settings: FinetuneSettings, keep_models: Path | None = None) -> dict:
     """Fine-tune once per seed, select on the held-out part, report; `keep_models` saves each best model."""
@@ -198,45 +235,36 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
     scale = task.label_range[1] if settings.head == "pair_cosine" else 1.0  # cosines meet scores in [0, 1]
     runs = []
     for seed in seeds:
-        set_seed(seed)
-        model, tokenizer, model_type = load_classifier(model_path, task, settings.head)
-        args = TrainingArguments(
-            output_dir=str(output_dir / f"{task.name}_seed{seed}"), seed=seed, data_seed=seed,
-            learning_rate=settings.learning_rate, num_train_epochs=settings.num_train_epochs,
-            per_device_train_batch_size=settings.per_device_train_batch_size, per_device_eval_batch_size=64,
-            weight_decay=settings.weight_decay, warmup_steps=settings.warmup_steps, eval_strategy="epoch",
-            save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
-            metric_for_best_model=headline, greater_is_better=True, report_to="none", logging_steps=50,
-            use_cpu=not torch.cuda.is_available(), bf16=resolve_precision("auto") == "bf16",
-            disable_tqdm=False, remove_unused_columns=not separate,
-        )
-
-        def metrics(prediction):
-            logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-            predicted = logits.reshape(-1) if task.is_regression else logits.argmax(-1)
-            return compute_metrics(task, predicted, prediction.label_ids)
-
         started = time.time()
-        trainer = Trainer(model=model, args=args,
-                          train_dataset=_dataset(train, tokenizer, settings.max_length, separate, scale),
-                          eval_dataset=_dataset(selection, tokenizer, settings.max_length, separate, scale),
-                          data_collator=PairCollator(tokenizer) if separate else DataCollatorWithPadding(tokenizer),
-                          compute_metrics=metrics)
-        trainer.train()
-        predicted = trainer.predict(_dataset(report, tokenizer, settings.max_length, separate, scale))
-        scores = metrics(predicted)
+        selection_by_rate, best = {}, None
+        for rate in settings.learning_rates:  # one rate: no choice to make
+            trainer = _train_once(model_path, task, settings, rate, seed, train, selection, separate, scale,
+                                  output_dir / f"{task.name}_seed{seed}_lr{rate:g}")
+            selection_by_rate[f"{rate:g}"] = trainer.state.best_metric
+            if best is None or trainer.state.best_metric > best[1].state.best_metric:
+                if best is not None:
+                    shutil.rmtree(best[1].args.output_dir, ignore_errors=True)
+                best = (rate, trainer)
+            else:
+                shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+        rate, trainer = best
+        tokenizer, model_type = trainer.processing_class, trainer.model.config.model_type
+        scores = _scores(task, trainer.predict(_dataset(report, tokenizer, settings.max_length, separate, scale)))
         for split, examples in extra_reports.items():  # e.g. MNLI mismatched, from the same fine-tuning
-            extra = metrics(trainer.predict(_dataset(examples, tokenizer, settings.max_length, separate, scale)))
+            extra = _scores(task, trainer.predict(_dataset(examples, tokenizer, settings.max_length, separate, scale)))
             scores.update({f"{split}_{name}": value for name, value in extra.items()})
         if keep_models is not None:  # e.g. for `zero-shot --pooling weighted` on the fine-tuned pooling
             trainer.save_model(keep_models / f"{task.name}_seed{seed}")
             tokenizer.save_pretrained(keep_models / f"{task.name}_seed{seed}")
-        runs.append({"seed": seed, **scores, "selection_best": trainer.state.best_metric,
-                     "seconds": round(time.time() - started, 1)})
-        shutil.rmtree(args.output_dir, ignore_errors=True)  # the best weights were only a means to the report
+        run = {"seed": seed, **scores, "selection_best": trainer.state.best_metric,
+               "seconds": round(time.time() - started, 1)}
+        if len(selection_by_rate) > 1:
+            run |= {"learning_rate": rate, "selection_by_learning_rate": selection_by_rate}
+        runs.append(run)
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # the best weights were only a means to the report
     summary = {name: {"mean": statistics.fmean(r[name] for r in runs),
                       "std": statistics.pstdev(r[name] for r in runs)} for name in runs[0]
-               if name not in ("seed", "selection_best", "seconds")}
+               if name not in ("seed", "selection_best", "seconds", "learning_rate", "selection_by_learning_rate")}
     baselines = {"tfidf_linear": tfidf_linear_baseline(task, train, report)}
     if task.is_regression:
         baselines["tfidf_cosine"] = tfidf_cosine_baseline(task, train, report)
