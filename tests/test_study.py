@@ -18,7 +18,8 @@ def _quick_contender(folder: Path, steps: int = 40) -> Path:
     config["training"].update(max_steps=steps, eval_steps=20, save_steps=20)
     config["analysis"] = {"probe_documents": 16, "during_training_blocks": 8}
     config["evaluation"] = {"finetune_tasks": ["stsb"], "zero_shot_tasks": ["stsb"], "seeds": [1],
-                            "num_train_epochs": 1, "max_train_examples": 64, "max_eval_examples": 64}
+                            "num_train_epochs": 1, "max_train_examples": 64, "max_eval_examples": 64,
+                            "learning_rate": [1.0e-4, 1.0e-3]}
     path = folder / f"contender_{steps}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -54,6 +55,9 @@ def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_pat
     bench = next(line for line in text.splitlines() if line.startswith("| mlm | ") and "mlm | mlm" not in line)
     assert f"{zero_shot['tasks']['stsb']['summary']['spearman']['mean'] * 100:.1f}" in bench
     assert "| _TF-IDF cosine (no training)_ |" in text and "### Decision gates" in text
+    assert "_mlm fine-tunes with a learning-rate grid [0.0001, 0.001], chosen per seed on the held-out" in text
+    (ft_run,) = json.loads((run_dir / "evaluation" / "finetune" / "results.json").read_text())["tasks"]["stsb"]["runs"]
+    assert set(ft_run["selection_by_learning_rate"]) == {"0.0001", "0.001"}
 
     weights = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["study", str(study)]) == 0  # finished contenders are not rerun
@@ -70,6 +74,8 @@ def test_the_shipped_cpu_study_gives_every_contender_the_same_budget():
     assert list(hour.contenders) == ["simcse_hour"] and hour.name != study.name
     wide = load_study(ROOT / "configs" / "study" / "cpu_hour_wide.yaml")  # its second attempt: width, not tokens
     assert list(wide.contenders) == ["mlm_simcse_wide"] and len({study.name, hour.name, wide.name}) == 3
+    third = load_study(ROOT / "configs" / "study" / "cpu_hour_mlm.yaml")  # the third: the best pilot, the whole hour
+    assert list(third.contenders) == ["mlm_simcse_hour"] and len({study.name, hour.name, wide.name, third.name}) == 4
 
 
 def test_a_contender_whose_config_changed_since_its_run_is_refused(tmp_path, capsys):

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", help="user task columns, e.g. text_a=question,text_b=answer,label=y")
     p.add_argument("--learning-rate", type=float, nargs="+",
                    help="overrides the config for every task; several rates: a grid, chosen per seed on the "
-                        "selection split (never on the reported one)")
+                        "selection split (never on the reported one); put the model before it")
     p.add_argument("--epochs", type=float, help="overrides the config for every task")
     p.add_argument("--max-train-examples", type=int, help="a fixed slice of the training split (quick runs)")
     p.add_argument("--max-eval-examples", type=int, help="a fixed slice of the reported split (quick runs)")

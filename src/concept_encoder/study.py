@@ -166,12 +166,18 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                    f"{_cell(b, 'baseline', 'stsb.tfidf_linear.spearman')} | – | – | {_cell(b, 'baseline', 'mrpc.tfidf_linear.f1')} | "
                    f"{_cell(b, 'baseline', 'mrpc.tfidf_linear.accuracy')} | {_cell(b, 'baseline', 'paws.tfidf_linear.accuracy')} | "
                    f"{_cell(b, 'baseline', 'paws.tfidf_linear.f1')} |")
+    grids = {name: e.evaluation.learning_rate for name, _, _, e, _ in rows if e.evaluation.learning_rate is not None}
     reference = read_json(Path(study.output_dir) / "reference" / "results.json")
     if reference:
         tasks = reference["tasks"]
         zs = {t: f"{tasks[t]['summary']['spearman']['mean'] * 100:.1f}" if t in tasks else "–" for t in ("stsb", "sick-r")}
         out.append(f"| _{study.reference} (uncompressed reference, mean pooling)_ | – | – | {zs['stsb']} | {zs['sick-r']} "
                    "| – | – | – | – |")
+
+    for name, rate in grids.items():  # a rate chosen differently from the settings file's is said beside the table
+        how = (f"a learning-rate grid {rate}, chosen per seed on the held-out part of each task's train split"
+               if isinstance(rate, list) else f"learning rate {rate:g}")
+        out += ["", f"_{name} fine-tunes with {how}._"]
 
     if study.k_sweep_contender:
         run_dir = contender_run(Path(study.output_dir), study.k_sweep_contender)

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 import time
@@ -66,6 +67,8 @@ class FinetuneSettings:
             raise ValueError(f"head: {self.head!r} is not one of {[*HEADS, *PAIR_HEADS]}")
         if not self.learning_rates or min(self.learning_rates) <= 0 or self.num_train_epochs <= 0:
             raise ValueError("learning_rate (every rate of a grid) and num_train_epochs must be positive")
+        if len(set(self.learning_rates)) != len(self.learning_rates):
+            raise ValueError(f"learning_rate: the grid {self.learning_rate} repeats a rate")
 
     @property
     def learning_rates(self) -> list[float]:
@@ -78,6 +81,7 @@ HEADS = {
     "via_decoder_no_bypass": {"classifier_pooling": "via_decoder", "classifier_token_bypass": False},
 }
 PAIR_HEADS = ("pair", "pair_cosine")  # sentences encoded separately
+RUN_BOOKKEEPING = ("seed", "selection_best", "seconds", "learning_rate", "selection_by_learning_rate")  # not metrics
 
 
 def load_settings(path: str | Path | None, task_names: list[str], **overrides) -> dict[str, FinetuneSettings]:
@@ -193,11 +197,17 @@ def _scores(task: Task, prediction) -> dict[str, float]:
     return compute_metrics(task, predicted, prediction.label_ids)
 
 
-def _train_once(model_path, task: Task, settings: FinetuneSettings, learning_rate: float, seed: int,
-                train: list[dict], selection: list[dict], separate: bool, scale: float, output_dir: Path) -> Trainer:
-    """One fine-tuning at one rate and seed; the Trainer holds the checkpoint best on `selection`."""
+def _finite_or_worst(score: float | None) -> float:
+    return score if score is not None and math.isfinite(score) else -math.inf  # e.g. NaN from constant predictions
+
+
+def _train_once(model_path, task: Task, settings: FinetuneSettings, learning_rate: float, seed: int, *,
+                train: list[dict], selection: list[dict], separate: bool, scale: float,
+                output_dir: Path) -> tuple[Trainer, float]:
+    """One fine-tuning at one rate and seed: (the Trainer, holding the checkpoint best on `selection`; seconds)."""
     set_seed(seed)
     model, tokenizer, _ = load_classifier(model_path, task, settings.head)
+    started = time.time()  # after loading: the time of fine-tuning itself
     args = TrainingArguments(
         output_dir=str(output_dir), seed=seed, data_seed=seed,
         learning_rate=learning_rate, num_train_epochs=settings.num_train_epochs,
@@ -214,14 +224,13 @@ def _train_once(model_path, task: Task, settings: FinetuneSettings, learning_rat
                       data_collator=PairCollator(tokenizer) if separate else DataCollatorWithPadding(tokenizer),
                       compute_metrics=lambda prediction: _scores(task, prediction))
     trainer.train()
-    return trainer
+    return trainer, time.time() - started
 
 
 def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Path, seeds: list[int],
                   settings: FinetuneSettings, keep_models: Path | None = None) -> dict:
     """Fine-tune once per seed, select on the held-out part, report; `keep_models` saves each best model."""
     train, selection, report, protocol = protocol_splits(task, data_dir, settings)
-    headline = task.metrics[0]
     if settings.head == "pair_cosine" and not task.is_regression:
         raise TaskError(f"{task.name}: the pair_cosine head regresses similarity; use it on sts tasks")
     separate = settings.head in PAIR_HEADS
@@ -235,19 +244,20 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
     scale = task.label_range[1] if settings.head == "pair_cosine" else 1.0  # cosines meet scores in [0, 1]
     runs = []
     for seed in seeds:
-        started = time.time()
-        selection_by_rate, best = {}, None
-        for rate in settings.learning_rates:  # one rate: no choice to make
-            trainer = _train_once(model_path, task, settings, rate, seed, train, selection, separate, scale,
-                                  output_dir / f"{task.name}_seed{seed}_lr{rate:g}")
+        seconds, selection_by_rate, best = 0.0, {}, None
+        for rate in settings.learning_rates:
+            trainer, took = _train_once(model_path, task, settings, rate, seed, train=train, selection=selection,
+                                        separate=separate, scale=scale,
+                                        output_dir=output_dir / f"{task.name}_seed{seed}_lr{rate:g}")
+            shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # its best weights are loaded in memory
+            trainer.optimizer = trainer.lr_scheduler = None  # only the weights are needed to predict
+            seconds += took
             selection_by_rate[f"{rate:g}"] = trainer.state.best_metric
-            if best is None or trainer.state.best_metric > best[1].state.best_metric:
-                if best is not None:
-                    shutil.rmtree(best[1].args.output_dir, ignore_errors=True)
-                best = (rate, trainer)
-            else:
-                shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
-        rate, trainer = best
+            score = _finite_or_worst(trainer.state.best_metric)
+            if best is None or score > best[0]:  # a tie keeps the earlier rate
+                best = (score, rate, trainer)
+        _, rate, trainer = best
+        started = time.time()
         tokenizer, model_type = trainer.processing_class, trainer.model.config.model_type
         scores = _scores(task, trainer.predict(_dataset(report, tokenizer, settings.max_length, separate, scale)))
         for split, examples in extra_reports.items():  # e.g. MNLI mismatched, from the same fine-tuning
@@ -257,21 +267,19 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
             trainer.save_model(keep_models / f"{task.name}_seed{seed}")
             tokenizer.save_pretrained(keep_models / f"{task.name}_seed{seed}")
         run = {"seed": seed, **scores, "selection_best": trainer.state.best_metric,
-               "seconds": round(time.time() - started, 1)}
-        if len(selection_by_rate) > 1:
+               "seconds": round(seconds + time.time() - started, 1)}
+        if len(selection_by_rate) > 1:  # a grid: say what was chosen, and from what
             run |= {"learning_rate": rate, "selection_by_learning_rate": selection_by_rate}
         runs.append(run)
-        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # the best weights were only a means to the report
     summary = {name: {"mean": statistics.fmean(r[name] for r in runs),
-                      "std": statistics.pstdev(r[name] for r in runs)} for name in runs[0]
-               if name not in ("seed", "selection_best", "seconds", "learning_rate", "selection_by_learning_rate")}
+                      "std": statistics.pstdev(r[name] for r in runs)} for name in runs[0] if name not in RUN_BOOKKEEPING}
     baselines = {"tfidf_linear": tfidf_linear_baseline(task, train, report)}
     if task.is_regression:
         baselines["tfidf_cosine"] = tfidf_cosine_baseline(task, train, report)
     else:
         baselines["majority"] = majority_baseline(task, train, report)
     return {"task": task.name, "mode": "finetune", "split": "validation", "model": str(model_path),
-            "model_type": model_type, "headline_metric": headline,
+            "model_type": model_type, "headline_metric": task.metrics[0],
             "protocol": protocol, "sizes": {"train": len(train), "selection": len(selection), "report": len(report)},
             "settings": asdict(settings), "seeds": seeds, "runs": runs, "summary": summary, "baselines": baselines}
 
