@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from concept_encoder.training.precision import cpu_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 sys.path.insert(0, str(ROOT / "src"))
@@ -26,25 +28,22 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _cpuinfo(field: str) -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith(field))
-    except (OSError, StopIteration):
-        return ""
-
-
 def cpu_vector_isa() -> str:
     """The widest vector instruction set of this CPU ("avx512", "avx2", or the architecture name). The same model
     name ("AMD EPYC") can run fp32 matmuls at 65 or 190 GFLOP/s depending on it, so CPU tables are kept per ISA."""
-    flags = set(_cpuinfo("flags").split())
+    flags = cpu_flags()
     return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else platform.machine() or "cpu"
 
 
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, bf16 autocast)"
-    cpu = _cpuinfo("model name") or platform.processor() or "cpu"
+    cpu = platform.processor() or "cpu"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     return f"{cpu} ({cpu_vector_isa()}), {torch.get_num_threads()} threads, fp32 (torch {torch.__version__})"
 
 
@@ -118,10 +117,10 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 def write_section(name: str, title: str, body: str) -> None:
     """Replace this benchmark's section of docs/benchmarks.md (or append it), stamped with machine and date."""
-    cuda = device().type == "cuda"
-    name = f"{name}:{'cuda' if cuda else 'cpu-' + cpu_vector_isa()}"  # GPU and each kind of CPU side by side
+    isa = None if device().type == "cuda" else cpu_vector_isa()
+    name = f"{name}:{'cuda' if isa is None else 'cpu-' + isa}"  # GPU and each kind of CPU side by side
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    kind = "GPU" if cuda else f"CPU, {cpu_vector_isa().upper()}"
+    kind = "GPU" if isa is None else f"CPU, {isa.upper()}"
     section = f"{start}\n## {title} ({kind})\n\n_{machine()}; {date.today().isoformat()}._\n\n{body.strip()}\n{end}"
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
     if start in text and end in text:

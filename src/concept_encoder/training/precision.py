@@ -18,14 +18,18 @@ NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @cache
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU flags (Linux /proc/cpuinfo) include a bf16 dot-product instruction."""
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read, so nothing is assumed."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False  # not Linux: no cheap way to tell, so do not assume it
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return any(flag in flags for flag in NATIVE_BF16_CPU_FLAGS)
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU flags include a bf16 dot-product instruction."""
+    return any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS)
 
 
 def resolve_precision(requested: str, cuda: bool | None = None) -> str:
