@@ -119,3 +119,15 @@ def test_bad_inputs_fail_before_any_stage(tmp_path, capsys, monkeypatch):
     assert main(["report", "no_such_run"]) == 2  # neither a folder nor a run in a registry
     assert "no run registry here yet" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # a lookup never creates an empty database
+
+
+@pytest.mark.parametrize("override, message", [
+    ("evaluation.finetune_tasks=[mnli]", "mnli train"),  # no MNLI train file in the local folder
+    ("evaluation.head=pair_cosine", "pair_cosine head regresses similarity"),  # on MRPC
+])
+def test_an_impossible_evaluation_fails_before_pretraining(tmp_path, capsys, override, message):
+    args = ["experiment", str(MICRO), "--output-dir", str(tmp_path / "runs"), "--set", override,
+            "--set", "evaluation.finetune_tasks=[stsb, mrpc]" if "head" in override else "training.max_steps=40"]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing was trained nor written

@@ -18,17 +18,52 @@ def _keys(examples):
 
 
 def test_selection_is_held_out_of_training_and_report_is_never_seen():
-    train, selection, report, protocol = protocol_splits(get_task("mrpc"), resolve_data_dir(), FinetuneSettings())
+    splits = protocol_splits(get_task("mrpc"), resolve_data_dir(), FinetuneSettings())
+    train, selection, report = splits.train, splits.selection, splits.report
     assert not _keys(train) & _keys(selection) and not _keys(selection) & _keys(report)
     assert 0.07 < len(selection) / (len(train) + len(selection)) < 0.13 and len(report) == 408
-    assert "reported on validation" in protocol
+    assert "reported on validation" in splits.protocol and not splits.extra  # classification: dev only
+
+
+@pytest.mark.parametrize("name, train_size", [("stsb", 5749), ("sick-r", 4439)])
+def test_sts_reports_on_a_heldout_part_of_train_that_neither_trains_nor_selects(name, train_size):
+    """Dev chose recipes, so STS also reports on a split that chose nothing: without a labelled test file in
+    the data folder, a hashed 20% of train, disjoint from training and selection."""
+    splits = protocol_splits(get_task(name), resolve_data_dir(), FinetuneSettings())
+    heldout = splits.extra["heldout"]
+    assert len(splits.train) + len(splits.selection) + len(heldout) == train_size
+    assert 0.17 < len(heldout) / train_size < 0.23
+    assert not _keys(heldout) & (_keys(splits.train) | _keys(splits.selection))
+    assert len(_keys(heldout) & _keys(splits.report)) <= 1  # STS-B itself repeats 5 train pairs in dev
+    assert "hashed 20% of train" in splits.protocol
+    # the selection split is the one the earlier runs used: a hash below 10% of the full train split
+    assert 0.08 < len(splits.selection) / train_size < 0.12
+
+
+def test_a_labelled_sts_test_file_is_the_heldout_split_when_the_folder_has_it(tmp_path):
+    import gzip
+    import shutil
+
+    from concept_encoder.data.tasks import load_split
+
+    data = tmp_path / "data"
+    shutil.copytree(resolve_data_dir() / "stsb", data / "stsb")
+    rows = [f"main-captions\tMSRvid\t2012test\t{i:04d}\t{i % 6}.000\tA man plays {i}.\tA man sings {i}.\n"
+            for i in range(30)]
+    with gzip.open(data / "stsb" / "original" / "sts-test.tsv.gz", "wt", encoding="utf-8") as handle:
+        handle.writelines(rows)
+    splits = protocol_splits(get_task("stsb"), data, FinetuneSettings())
+    assert len(splits.extra["heldout"]) == 30 and splits.extra["heldout"][7]["label"] == 1.0
+    assert len(splits.train) + len(splits.selection) == len(load_split(get_task("stsb"), "train", data))
+    assert "labelled test set" in splits.protocol
 
 
 def test_paws_fine_tunes_on_half_of_dev_and_says_so():
-    train, selection, report, protocol = protocol_splits(get_task("paws"), resolve_data_dir(), FinetuneSettings())
+    splits = protocol_splits(get_task("paws"), resolve_data_dir(), FinetuneSettings())
+    train, selection, report = splits.train, splits.selection, splits.report
     assert len(train) + len(selection) + len(report) == 8000 and 0.45 < len(report) / 8000 < 0.55
     assert not _keys(train + selection) & _keys(report)
-    assert "no train split" in protocol
+    assert "no train split" in splits.protocol
 
 
 def test_micro_concept_encoder_fine_tunes_on_stsb_and_mrpc(tmp_path, tokenizer, capsys):
@@ -52,11 +87,11 @@ def test_via_decoder_head_through_the_cli(tmp_path, tokenizer):
     ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     args = ["evaluate", str(model_dir), "--tasks", "rte", "--seeds", "1", "--epochs", "1", "--head",
-            "via_decoder_no_bypass", "--max-train-examples", "64", "--max-eval-examples", "50",
+            "via_decoder", "--max-train-examples", "64", "--max-eval-examples", "50",
             "--output-dir", str(tmp_path / "eval")]
     assert main(args) == 0
     rte = json.loads((tmp_path / "eval" / "results.json").read_text())["tasks"]["rte"]
-    assert rte["settings"]["head"] == "via_decoder_no_bypass" and 0 <= rte["summary"]["accuracy"]["mean"] <= 1
+    assert rte["settings"]["head"] == "via_decoder" and 0 <= rte["summary"]["accuracy"]["mean"] <= 1
 
 
 def test_unknown_task_is_one_clear_error(tmp_path, capsys):
@@ -150,11 +185,38 @@ def test_mnli_reports_what_it_can_of_matched_and_mismatched(tmp_path, tokenizer)
     assert main(args) == 2  # locally MNLI has no train split: a clear error, not a silent swap
 
 
+def test_mnli_mismatched_is_reported_from_the_same_fine_tuning(tmp_path, tokenizer):
+    """A data folder with MNLI train, matched and mismatched files (cut from the real dev_matched file):
+    one fine-tuning per seed reports both, each beside its own baselines."""
+    import gzip
+
+    with gzip.open(resolve_data_dir() / "mnli" / "dev_matched.tsv.gz", "rt", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    header, rows = lines[0], lines[1:]
+    folder = tmp_path / "data" / "mnli"
+    folder.mkdir(parents=True)
+    for name, part in (("train", rows[:400]), ("dev_matched", rows[400:460]), ("dev_mismatched", rows[460:500])):
+        with gzip.open(folder / f"{name}.tsv.gz", "wt", encoding="utf-8") as handle:
+            handle.write("\n".join([header, *part]) + "\n")
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = ["evaluate", str(model_dir), "--tasks", "mnli", "--seeds", "1", "--epochs", "1", "--data-dir",
+            str(tmp_path / "data"), "--output-dir", str(tmp_path / "eval")]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())["tasks"]["mnli"]
+    assert result["sizes"]["report"] == 60 and result["sizes"]["mismatched"] == 40
+    assert "mismatched reported from the same fine-tuning" in result["protocol"]
+    assert 0 <= result["summary"]["mismatched_accuracy"]["mean"] <= 1
+    assert "mismatched_accuracy" in result["baselines"]["majority"]
+    assert "| mnli | mismatched | accuracy |" in (tmp_path / "eval" / "results.md").read_text()
+
+
 def test_a_user_file_fine_tunes_on_half_and_reports_on_the_other(tmp_path):
     path = tmp_path / "pairs.tsv"
     path.write_text("sentence1\tsentence2\tlabel\n" + "".join(f"a {i}\tb {i % 7}\t{i % 2}\n" for i in range(200)))
-    train, selection, report, protocol = protocol_splits(get_task(f"pair:{path}"), None, FinetuneSettings())
-    assert len(train) + len(selection) + len(report) == 200 and "no train split" in protocol
+    splits = protocol_splits(get_task(f"pair:{path}"), None, FinetuneSettings())
+    assert len(splits.train) + len(splits.selection) + len(splits.report) == 200 and "no train split" in splits.protocol
 
 
 def test_kept_pair_model_gives_weighted_zero_shot_pooling_equal_to_its_cosine_head(tmp_path, tokenizer, capsys):
@@ -187,6 +249,24 @@ def test_evaluate_in_zero_shot_mode_writes_results(tmp_path, tokenizer, capsys):
     stsb = results["tasks"]["stsb"]
     assert stsb["baselines"]["tfidf_cosine"]["spearman"] == pytest.approx(0.7564, abs=1e-4)
     assert stsb["sizes"]["report"] == 1500 and -1 <= stsb["summary"]["spearman"]["mean"] <= 1
+    assert stsb["sizes"]["heldout"] == 1158 and "heldout_spearman" in stsb["summary"]  # beside dev, chose nothing
+    assert 0.5 < stsb["baselines"]["tfidf_cosine"]["heldout_spearman"] < 0.9
     assert "| sick-r | validation | spearman |" in (model_dir / "evaluation" / "results.md").read_text()
     assert main(["evaluate", str(model_dir), "--mode", "zero-shot", "--tasks", "mrpc"]) == 2
     assert "not a similarity task" in capsys.readouterr().err
+
+
+def test_inputs_are_cut_to_the_position_table_and_heldout_is_reported(tmp_path, tokenizer):
+    """STS-B pairs encoded jointly run past a 32-position table: fine-tuning clips max_length to it (it used
+    to crash), and the held-out split is reported beside dev, with the baselines on the same examples."""
+    model_dir = tmp_path / "model"
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size, max_position_embeddings=32)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = ["evaluate", str(model_dir), "--tasks", "stsb", "--seeds", "1", "--epochs", "1",
+            "--max-train-examples", "64", "--max-eval-examples", "80", "--output-dir", str(tmp_path / "eval")]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())["tasks"]["stsb"]
+    assert result["max_length"] == 32 and result["settings"]["max_length"] == 128
+    assert result["sizes"]["heldout"] == 80 and "heldout_spearman" in result["summary"]
+    assert {"heldout_spearman", "spearman"} <= set(result["baselines"]["tfidf_cosine"])
+    assert "| stsb | heldout | spearman |" in (tmp_path / "eval" / "results.md").read_text()

@@ -35,12 +35,13 @@ def test_via_decoder_loads_the_pretrained_decoder(checkpoint, batch):
     assert head(**batch, labels=torch.zeros(16, dtype=torch.long)).loss.isfinite()
 
 
-def test_no_bypass_means_only_the_concepts_reach_the_head(checkpoint, batch):
-    """Without the bypass, changing the token ids while keeping the concepts fixed changes nothing."""
+def test_by_default_only_the_concepts_reach_the_head(checkpoint, batch):
+    """The default ViaDecoder head has no bypass: changing the token ids while keeping the concepts fixed
+    changes nothing. The bypass is an explicit option (and then the tokens do reach the head)."""
     head = AutoModelForSequenceClassification.from_pretrained(
-        checkpoint, num_labels=2, classifier_pooling="via_decoder", classifier_token_bypass=False).eval()
-    bypass = AutoModelForSequenceClassification.from_pretrained(
         checkpoint, num_labels=2, classifier_pooling="via_decoder").eval()
+    bypass = AutoModelForSequenceClassification.from_pretrained(
+        checkpoint, num_labels=2, classifier_pooling="via_decoder", classifier_token_bypass=True).eval()
     ids, mask = batch["input_ids"], batch["attention_mask"]
     with torch.no_grad():
         concepts = head.encoder(ids, attention_mask=mask).last_hidden_state

@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, help="overrides the config for every task")
     p.add_argument("--max-train-examples", type=int, help="a fixed slice of the training split (quick runs)")
     p.add_argument("--max-eval-examples", type=int, help="a fixed slice of the reported split (quick runs)")
-    p.add_argument("--head", choices=["weighted", "via_decoder", "via_decoder_no_bypass", "pair", "pair_cosine"],
+    p.add_argument("--head", choices=["weighted", "via_decoder", "via_decoder_bypass", "pair", "pair_cosine"],
                    help="concept-encoder head (HF encoders use their own)")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--output-dir", help="where results.json goes (default: MODEL/evaluation)")

@@ -17,8 +17,8 @@ from .analysis.analyze import analyze
 from .analysis.gates import Verdict, load_gates
 from .config import ConfigError, load_experiment
 from .data import resolve_data_dir
-from .data.tasks import get_task, resolve_tasks
-from .evaluation.finetune import evaluate_tasks, load_settings, zero_shot_tasks
+from .data.tasks import TaskError, get_task, resolve_tasks
+from .evaluation.finetune import check_evaluation, evaluate_tasks, load_settings, zero_shot_tasks
 from .registry import Registry, RegistryError, default_registry_path, git_commit
 from .registry.collect import FINETUNE_RESULTS, ZERO_SHOT_RESULTS, artefacts, run_metrics
 from .registry.report import build_report, verdicts_for
@@ -66,8 +66,13 @@ def run_experiment(
                              num_train_epochs=ev.num_train_epochs, max_train_examples=ev.max_train_examples,
                              max_eval_examples=ev.max_eval_examples, head=ev.head)
     load_gates(experiment.analysis.gates)
-    registry = Registry(registry_path or default_registry_path(output_root))  # a broken database fails now
     data_path = resolve_data_dir(data_dir, required=False)
+    for name in finetune_names:  # a task file or head that cannot work fails now, not after pretraining
+        try:
+            check_evaluation(get_task(name), settings[name], data_path)
+        except TaskError as error:
+            raise ConfigError(f"{experiment.source}: [evaluation] finetune_tasks: {error}") from None
+    registry = Registry(registry_path or default_registry_path(output_root))  # a broken database fails now
 
     started = time.time()
     run_dir = Path(resume) if resume is not None else None

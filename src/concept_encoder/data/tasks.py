@@ -37,6 +37,7 @@ class Task:
     folder: str = ""
     files: dict[str, str] = field(default_factory=dict)  # split -> file in the folder
     header: tuple[str, ...] | None = None  # column names of header-less files
+    split_headers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a split's own header-less columns
     hub: tuple[str, str | None] | None = None  # (dataset path, config)
     hub_splits: dict[str, str] = field(default_factory=dict)
 
@@ -56,8 +57,12 @@ TASKS: dict[str, Task] = {
                  files=GLUE_SPLITS, hub=("nyu-mll/glue", "mrpc")),
     "qqp": Task("qqp", "pair", ("f1", "accuracy"), "question1", "question2", folder="qqp", files=GLUE_SPLITS,
                 hub=("nyu-mll/glue", "qqp")),
+    # GLUE's STS-B test has no scores; the original STS Benchmark test file has them (HELDOUT_SPLIT)
     "stsb": Task("stsb", "sts", ("spearman", "pearson"), "sentence1", "sentence2", label="score", num_labels=1,
-                 label_range=(0.0, 5.0), folder="stsb", files=GLUE_SPLITS, hub=("nyu-mll/glue", "stsb")),
+                 label_range=(0.0, 5.0), folder="stsb",
+                 files={**GLUE_SPLITS, "test_labelled": "original/sts-test.tsv.gz"},
+                 split_headers={"test_labelled": ("genre", "filename", "year", "id", "score", "sentence1", "sentence2")},
+                 hub=("nyu-mll/glue", "stsb")),
     "mnli": Task("mnli", "pair", ("accuracy",), "premise", "hypothesis",
                  label_names=("entailment", "neutral", "contradiction"), num_labels=3, folder="mnli",
                  files={"validation": "dev_matched.tsv.gz", "validation_mismatched": "dev_mismatched.tsv.gz",
@@ -125,6 +130,37 @@ def get_task(name: str, columns: dict[str, str] | None = None) -> Task:
     return TASKS[name]
 
 
+HELDOUT_SPLIT = "test_labelled"  # a labelled test file, where the data folder has one
+HELDOUT_FRACTION = 0.2  # otherwise: this share of train, by hash, that nothing trains on or selects with
+
+
+def has_heldout(task: Task) -> bool:
+    """Similarity tasks with a training split report on a held-out split beside validation (dev)."""
+    return task.is_regression and "train" in task.files
+
+
+def heldout_split(task: Task, train: list[dict], data_dir: Path | None) -> tuple[list[dict], list[dict], str]:
+    """(train without the held-out part, held-out examples, how they were chosen).
+
+    Dev chose recipes (pilots are compared on it), so a result is restated on examples that chose
+    nothing: the labelled test file when the local folder has it, else the train examples whose text hash
+    is >= 1 - HELDOUT_FRACTION. Selection splits take hashes < their fraction, so the two never meet.
+    """
+    if data_dir is not None and HELDOUT_SPLIT in task.files and local_path(task, HELDOUT_SPLIT, data_dir).exists():
+        return train, load_split(task, HELDOUT_SPLIT, data_dir), f"held-out: the labelled test set ({task.files[HELDOUT_SPLIT]})"
+    held = [pair_hash(e) >= 1 - HELDOUT_FRACTION for e in train]
+    rest = [e for e, h in zip(train, held) if not h]
+    return rest, [e for e, h in zip(train, held) if h], (
+        f"held-out: a hashed {HELDOUT_FRACTION:.0%} of train, never trained on nor used for selection")
+
+
+def pair_hash(example: dict) -> float:
+    """A stable number in [0, 1) for an example's texts (hash splits)."""
+    from .blocks import document_hash
+
+    return document_hash(f"{example['text_a']}\x00{example['text_b']}")
+
+
 def load_split(task: Task, split: str, data_dir: Path | None) -> list[dict]:
     """Examples {text_a, text_b, label} of one split, from the local folder (when set) or the Hub."""
     if data_dir is not None or Path(task.folder).is_absolute():
@@ -137,13 +173,19 @@ def load_split(task: Task, split: str, data_dir: Path | None) -> list[dict]:
     return examples
 
 
-def _read_local(task: Task, split: str, data_dir: Path | None) -> tuple[list[dict], str]:
-    if split not in task.files:
-        raise TaskError(f"{task.name}: no {split!r} split (splits: {sorted(task.files)})")
+def local_path(task: Task, split: str, data_dir: Path | None) -> Path:
+    """The file of a split in the local layout (the uncompressed name when only that exists)."""
     folder = Path(task.folder) if Path(task.folder).is_absolute() else Path(data_dir or ".") / task.folder
     path = folder / task.files[split]
     if not path.exists() and path.suffix == ".gz" and path.with_suffix("").exists():
         path = path.with_suffix("")
+    return path
+
+
+def _read_local(task: Task, split: str, data_dir: Path | None) -> tuple[list[dict], str]:
+    if split not in task.files:
+        raise TaskError(f"{task.name}: no {split!r} split (splits: {sorted(task.files)})")
+    path = local_path(task, split, data_dir)
     if not path.exists():
         raise TaskError(f"{task.name} {split}: {path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
@@ -153,7 +195,8 @@ def _read_local(task: Task, split: str, data_dir: Path | None) -> tuple[list[dic
             return [json.loads(line) for line in handle if line.strip()], str(path)
         delimiter = "," if name.endswith(".csv") else "\t"
         quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
-        reader = csv.DictReader(handle, fieldnames=task.header, delimiter=delimiter, quoting=quoting)
+        header = task.split_headers.get(split, task.header)
+        reader = csv.DictReader(handle, fieldnames=header, delimiter=delimiter, quoting=quoting)
         return list(reader), str(path)
 
 

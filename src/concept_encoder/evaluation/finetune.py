@@ -8,6 +8,9 @@
 - `learning_rate` may be a grid: each seed then fine-tunes once per rate and keeps the rate whose best
   `selection` score is highest, so the reported split chooses nothing. Every rate's selection score is
   recorded beside the chosen one.
+- Similarity tasks (STS-B, SICK-R) also report on a held-out split: the labelled test file where the data
+  folder has it, else a hashed 20% of train that is removed from training and selection. Dev chose
+  recipes (pilots were compared on it); the held-out split chose nothing, so its number is the honest one.
 - PAWS has no training split in the local folder: a fixed half of its dev split (by hash) fine-tunes
   (with its own selection part), the other half is reported. Results say so (`protocol` field).
 - Pairs are encoded jointly ([CLS] a [SEP] b [SEP]), as in GLUE practice.
@@ -24,7 +27,7 @@ import math
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,8 +42,7 @@ from transformers import (
 )
 
 from ..config import ConfigError, build_section, read_yaml_mapping
-from ..data.blocks import document_hash
-from ..data.tasks import Task, TaskError, load_split
+from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split, pair_hash
 from ..modeling import ConceptEncoderForSentencePairClassification
 from ..training.precision import resolve_precision
 from ..training.runs import write_atomic, write_json
@@ -60,7 +62,7 @@ class FinetuneSettings:
     selection_fraction: float = 0.1
     max_train_examples: int | None = None  # a fixed slice for quick runs
     max_eval_examples: int | None = None
-    head: str = "weighted"  # concept encoders: weighted | via_decoder | via_decoder_no_bypass | pair | pair_cosine
+    head: str = "weighted"  # concept encoders: weighted | via_decoder | via_decoder_bypass | pair | pair_cosine
 
     def check(self) -> None:
         if self.head not in (*HEADS, *PAIR_HEADS):
@@ -77,8 +79,8 @@ class FinetuneSettings:
 
 HEADS = {
     "weighted": {"classifier_pooling": "weighted"},
-    "via_decoder": {"classifier_pooling": "via_decoder", "classifier_token_bypass": True},
-    "via_decoder_no_bypass": {"classifier_pooling": "via_decoder", "classifier_token_bypass": False},
+    "via_decoder": {"classifier_pooling": "via_decoder", "classifier_token_bypass": False},  # only concepts
+    "via_decoder_bypass": {"classifier_pooling": "via_decoder", "classifier_token_bypass": True},  # tokens too
 }
 PAIR_HEADS = ("pair", "pair_cosine")  # sentences encoded separately
 RUN_BOOKKEEPING = ("seed", "selection_best", "seconds", "learning_rate", "selection_by_learning_rate")  # not metrics
@@ -103,36 +105,77 @@ def load_settings(path: str | Path | None, task_names: list[str], **overrides) -
 
 def hash_split(examples: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
     """(rest, held out): an example is held out when a hash of its texts falls below `fraction`."""
-    held = [document_hash(f"{e['text_a']}\x00{e['text_b']}") < fraction for e in examples]
+    held = [pair_hash(e) < fraction for e in examples]
     return [e for e, h in zip(examples, held) if not h], [e for e, h in zip(examples, held) if h]
 
 
-def protocol_splits(task: Task, data_dir: Path | None, settings: FinetuneSettings) -> tuple[list, list, list, str]:
-    """(train, selection, report, protocol description).
+@dataclass
+class Splits:
+    train: list[dict]
+    selection: list[dict]  # chooses the checkpoint and the learning rate
+    report: list[dict]  # validation (dev)
+    protocol: str
+    extra: dict[str, list[dict]] = field(default_factory=dict)  # more reported splits: heldout, mismatched
+
+
+def protocol_splits(task: Task, data_dir: Path | None, settings: FinetuneSettings) -> Splits:
+    """Train, selection, report (dev) and extra reported splits, with the protocol in words.
 
     Tasks whose data has no training split (PAWS in the local folder, a user file) fine-tune on a hashed
     half of their evaluation split and report on the other half; any other missing split is an error.
+    Similarity tasks also report on a held-out split that no recipe was chosen on (`heldout_split`).
     """
     single_split = task.name == "paws" or "train" not in task.files
+    extra = {}
     try:
         full_train = load_split(task, "train", data_dir)
         report = load_split(task, "validation", data_dir)
         protocol = "train split minus a hashed 10% for selection; reported on validation"
+        if has_heldout(task):
+            full_train, extra["heldout"], how = heldout_split(task, full_train, data_dir)
+            protocol += f"; {how}"
     except TaskError:
         if not single_split:
             raise
         report, full_train = hash_split(load_split(task, "validation", data_dir), 0.5)
         protocol = "no train split: a hashed half of dev fine-tunes (10% of it for selection); the other half is reported"
+    if "validation_mismatched" in task.files:
+        try:
+            extra["mismatched"] = load_split(task, "validation_mismatched", data_dir)
+            protocol += "; mismatched reported from the same fine-tuning"
+        except TaskError as error:
+            protocol += f"; mismatched not reported ({error})"
     train, selection = hash_split(full_train, settings.selection_fraction)
     if settings.max_train_examples:
         train = train[: settings.max_train_examples]
         selection = selection[: max(16, settings.max_train_examples // 8)]
     if settings.max_eval_examples:
         report = report[: settings.max_eval_examples]
-    for name, part in (("train", train), ("selection", selection), ("report", report)):
+        extra = {name: part[: settings.max_eval_examples] for name, part in extra.items()}
+    for name, part in (("train", train), ("selection", selection), ("report", report), *extra.items()):
         if not part:
             raise TaskError(f"{task.name}: the {name} split is empty")
-    return train, selection, report, protocol
+    return Splits(train, selection, report, protocol, extra)
+
+
+def position_limit(model_path) -> int | None:
+    """The longest input a model's position table holds (None: no table, e.g. rotary positions)."""
+    try:
+        config = AutoConfig.from_pretrained(model_source(model_path))
+    except Exception:  # not a model: `load_classifier` says so in one line
+        return None
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def check_evaluation(task: Task, settings: FinetuneSettings, data_dir: Path | None) -> None:
+    """Everything about a task's fine-tuning that can be wrong before a model exists: its files, its head."""
+    if settings.head == "pair_cosine" and not task.is_regression:
+        raise TaskError(f"{task.name}: the pair_cosine head regresses similarity; use it on sts tasks")
+    if settings.head in PAIR_HEADS and task.text_b is None:
+        raise TaskError(f"{task.name}: the {settings.head} head needs a sentence-pair task")
+    protocol_splits(task, data_dir, settings)  # every split it reads exists and is non-empty
 
 
 def _dataset(examples: list[dict], tokenizer, max_length: int, separate: bool = False,
@@ -201,7 +244,7 @@ def _finite_or_worst(score: float | None) -> float:
     return score if score is not None and math.isfinite(score) else -math.inf  # e.g. NaN from constant predictions
 
 
-def _train_once(model_path, task: Task, settings: FinetuneSettings, learning_rate: float, seed: int, *,
+def _train_once(model_path, task: Task, settings: FinetuneSettings, max_length: int, learning_rate: float, seed: int, *,
                 train: list[dict], selection: list[dict], separate: bool, scale: float,
                 output_dir: Path) -> tuple[Trainer, float]:
     """One fine-tuning at one rate and seed: (the Trainer, holding the checkpoint best on `selection`; seconds)."""
@@ -219,8 +262,8 @@ def _train_once(model_path, task: Task, settings: FinetuneSettings, learning_rat
         disable_tqdm=False, remove_unused_columns=not separate,
     )
     trainer = Trainer(model=model, args=args, processing_class=tokenizer,
-                      train_dataset=_dataset(train, tokenizer, settings.max_length, separate, scale),
-                      eval_dataset=_dataset(selection, tokenizer, settings.max_length, separate, scale),
+                      train_dataset=_dataset(train, tokenizer, max_length, separate, scale),
+                      eval_dataset=_dataset(selection, tokenizer, max_length, separate, scale),
                       data_collator=PairCollator(tokenizer) if separate else DataCollatorWithPadding(tokenizer),
                       compute_metrics=lambda prediction: _scores(task, prediction))
     trainer.train()
@@ -230,23 +273,18 @@ def _train_once(model_path, task: Task, settings: FinetuneSettings, learning_rat
 def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Path, seeds: list[int],
                   settings: FinetuneSettings, keep_models: Path | None = None) -> dict:
     """Fine-tune once per seed, select on the held-out part, report; `keep_models` saves each best model."""
-    train, selection, report, protocol = protocol_splits(task, data_dir, settings)
-    if settings.head == "pair_cosine" and not task.is_regression:
-        raise TaskError(f"{task.name}: the pair_cosine head regresses similarity; use it on sts tasks")
+    check_evaluation(task, settings, data_dir)
+    splits = protocol_splits(task, data_dir, settings)
+    train, selection, report = splits.train, splits.selection, splits.report
     separate = settings.head in PAIR_HEADS
-    extra_reports = {}
-    if "validation_mismatched" in task.files:
-        try:
-            extra_reports["mismatched"] = load_split(task, "validation_mismatched", data_dir)[: settings.max_eval_examples]
-            protocol += "; mismatched reported from the same fine-tuning"
-        except TaskError as error:
-            protocol += f"; mismatched not reported ({error})"
+    limit = position_limit(model_path)  # inputs longer than the position table are cut to it
+    max_length = settings.max_length if limit is None else min(settings.max_length, limit)
     scale = task.label_range[1] if settings.head == "pair_cosine" else 1.0  # cosines meet scores in [0, 1]
     runs = []
     for seed in seeds:
         seconds, selection_by_rate, best = 0.0, {}, None
         for rate in settings.learning_rates:
-            trainer, took = _train_once(model_path, task, settings, rate, seed, train=train, selection=selection,
+            trainer, took = _train_once(model_path, task, settings, max_length, rate, seed, train=train, selection=selection,
                                         separate=separate, scale=scale,
                                         output_dir=output_dir / f"{task.name}_seed{seed}_lr{rate:g}")
             shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # its best weights are loaded in memory
@@ -259,9 +297,9 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
         _, rate, trainer = best
         started = time.time()
         tokenizer, model_type = trainer.processing_class, trainer.model.config.model_type
-        scores = _scores(task, trainer.predict(_dataset(report, tokenizer, settings.max_length, separate, scale)))
-        for split, examples in extra_reports.items():  # e.g. MNLI mismatched, from the same fine-tuning
-            extra = _scores(task, trainer.predict(_dataset(examples, tokenizer, settings.max_length, separate, scale)))
+        scores = _scores(task, trainer.predict(_dataset(report, tokenizer, max_length, separate, scale)))
+        for split, examples in splits.extra.items():  # held-out, MNLI mismatched: the same fine-tuning
+            extra = _scores(task, trainer.predict(_dataset(examples, tokenizer, max_length, separate, scale)))
             scores.update({f"{split}_{name}": value for name, value in extra.items()})
         if keep_models is not None:  # e.g. for `zero-shot --pooling weighted` on the fine-tuned pooling
             trainer.save_model(keep_models / f"{task.name}_seed{seed}")
@@ -278,10 +316,16 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
         baselines["tfidf_cosine"] = tfidf_cosine_baseline(task, train, report)
     else:
         baselines["majority"] = majority_baseline(task, train, report)
+    for split, examples in splits.extra.items():  # the baselines on every reported split, like the model
+        for name, baseline in list(baselines.items()):
+            fit = {"tfidf_linear": tfidf_linear_baseline, "tfidf_cosine": tfidf_cosine_baseline,
+                   "majority": majority_baseline}[name]
+            baseline.update({f"{split}_{metric}": value for metric, value in fit(task, train, examples).items()})
     return {"task": task.name, "mode": "finetune", "split": "validation", "model": str(model_path),
             "model_type": model_type, "headline_metric": task.metrics[0],
-            "protocol": protocol, "sizes": {"train": len(train), "selection": len(selection), "report": len(report)},
-            "settings": asdict(settings), "seeds": seeds, "runs": runs, "summary": summary, "baselines": baselines}
+            "protocol": splits.protocol, "sizes": {"train": len(train), "selection": len(selection), "report": len(report),
+                                                   **{split: len(part) for split, part in splits.extra.items()}},
+            "settings": asdict(settings), "max_length": max_length, "seeds": seeds, "runs": runs, "summary": summary, "baselines": baselines}
 
 
 def evaluate_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_dir: Path, seeds: list[int],
@@ -332,11 +376,15 @@ def write_results(output_dir: Path, results: dict) -> None:
 
 
 def _headline_rows(results: dict):
+    """(task, split, metric, model summary, baseline name, baseline, TF-IDF + linear) per reported split."""
     for name, result in results["tasks"].items():
         metric = result["headline_metric"]
         base_name = "tfidf_cosine" if "tfidf_cosine" in result["baselines"] else "majority"
-        yield (name, result.get("split", "validation"), metric, result["summary"][metric], base_name,
-               result["baselines"][base_name][metric], result["baselines"].get("tfidf_linear", {}).get(metric))
+        extra = [k.removesuffix(f"_{metric}") for k in result["summary"] if k.endswith(f"_{metric}")]
+        for split, prefix in ((result.get("split", "validation"), ""), *((e, f"{e}_") for e in extra)):
+            yield (name, split, metric, result["summary"][prefix + metric], base_name,
+                   result["baselines"][base_name].get(prefix + metric),
+                   result["baselines"].get("tfidf_linear", {}).get(prefix + metric))
 
 
 def format_results(results: dict, markdown: bool = False) -> str:
@@ -346,15 +394,17 @@ def format_results(results: dict, markdown: bool = False) -> str:
                  "| task | split | metric | model (mean ± std) | baseline | TF-IDF + linear |", "|---|---|---|---|---|---|"]
         for name, split, metric, model, base_name, base, linear in _headline_rows(results):
             linear_text = "–" if linear is None else f"{100 * linear:.2f}"
+            base_text = "–" if base is None else f"{100 * base:.2f} ({base_name})"
             lines.append(f"| {name} | {split} | {metric} | {100 * model['mean']:.2f} ± {100 * model['std']:.2f} "
-                         f"| {100 * base:.2f} ({base_name}) | {linear_text} |")
+                         f"| {base_text} | {linear_text} |")
         return "\n".join(lines)
-    lines = [f"{'task':<9}{'metric':<10}{'model (mean ± std)':>22}{'baseline':>12}  baseline name"]
-    for name, _, metric, model, base_name, base, _ in _headline_rows(results):
-        lines.append(f"{name:<9}{metric:<10}{100 * model['mean']:>14.2f} ± {100 * model['std']:<5.2f}"
-                     f"{100 * base:>12.2f}  {base_name}")
+    lines = [f"{'task':<9}{'split':<12}{'metric':<10}{'model (mean ± std)':>22}{'baseline':>12}  baseline name"]
+    for name, split, metric, model, base_name, base, _ in _headline_rows(results):
+        base_text = "–" if base is None else f"{100 * base:.2f}"
+        lines.append(f"{name:<9}{split:<12}{metric:<10}{100 * model['mean']:>14.2f} ± {100 * model['std']:<5.2f}"
+                     f"{base_text:>12}  {base_name}")
     return "\n".join(lines)
 
 
-__all__ = ["FinetuneSettings", "evaluate_tasks", "finetune_task", "format_results", "hash_split", "protocol_splits",
+__all__ = ["FinetuneSettings", "Splits", "evaluate_tasks", "finetune_task", "format_results", "hash_split", "protocol_splits",
            "zero_shot_tasks"]

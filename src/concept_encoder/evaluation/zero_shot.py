@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from ..data.tasks import Task, TaskError, load_split
+from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split
 from ..data.tokenizer import offline_folder
 from ..modeling import ConceptEncoderForSentencePairClassification
 from .baselines import tfidf_cosine_baseline
@@ -113,13 +113,26 @@ def require_similarity_tasks(tasks: list[Task]) -> None:
 
 
 def zero_shot_task(model, tokenizer, task: Task, data_dir, split: str = "validation") -> dict:
-    """One task's zero-shot result in the schema of `results.json` (metrics as fractions), baseline beside."""
+    """One task's zero-shot result in the schema of `results.json` (metrics as fractions), baseline beside.
+
+    On validation, a similarity task with a train split is also scored on its held-out split
+    (`heldout_*` metrics; see `data.tasks.heldout_split`), the TF-IDF baseline too.
+    """
     require_similarity_tasks([task])
-    examples = load_split(task, split, data_dir)
     train = load_split(task, "train", data_dir) if "train" in task.files else []
-    scores = {name: value / 100 for name, value in zero_shot_sts(model, tokenizer, task, examples).items()}
+    reported = {"": (load_split(task, split, data_dir), train)}  # prefix -> (examples, the baseline's IDF texts)
+    protocol = f"cosine of pooled vectors on {split}; no training"
+    if split == "validation" and has_heldout(task):
+        rest, heldout, how = heldout_split(task, train, data_dir)
+        reported["heldout_"] = (heldout, rest)
+        protocol += f"; {how}"
+    summary, baseline = {}, {}
+    for prefix, (examples, idf_texts) in reported.items():
+        scores = zero_shot_sts(model, tokenizer, task, examples)
+        summary |= {prefix + name: {"mean": value / 100, "std": 0.0} for name, value in scores.items()}
+        baseline |= {prefix + name: value for name, value in tfidf_cosine_baseline(task, idf_texts, examples).items()}
     return {"task": task.name, "mode": "zero-shot", "split": split, "headline_metric": "spearman",
-            "pooling": getattr(model, "pooling_mode", "mean"), "sizes": {"report": len(examples)},
-            "protocol": f"cosine of pooled vectors on {split}; no training",
-            "summary": {name: {"mean": value, "std": 0.0} for name, value in scores.items()},
-            "baselines": {"tfidf_cosine": tfidf_cosine_baseline(task, train, examples)}}
+            "pooling": getattr(model, "pooling_mode", "mean"),
+            "sizes": {("report" if not prefix else prefix.rstrip("_")): len(examples)
+                      for prefix, (examples, _) in reported.items()},
+            "protocol": protocol, "summary": summary, "baselines": {"tfidf_cosine": baseline}}

@@ -115,7 +115,9 @@ class ConceptEncoderConfig(PretrainedConfig):
 
     # --- classification head (fine-tuning) ---
     classifier_pooling: str = "weighted"  # weighted: softmax-weighted concepts | via_decoder: the pretrained decoder
-    classifier_token_bypass: bool = True  # via_decoder with perceiver_io queries: False = position queries only
+    # via_decoder with perceiver_io queries: True also feeds the token embeddings to the head around the
+    # concepts (the original's bypass, an explicit option); False: position queries, only the concepts
+    classifier_token_bypass: bool = False
 
     # --- regularisation, numerics, initialisation ---
     hidden_dropout_prob: float = 0.1

@@ -5,8 +5,9 @@
 - "via_decoder": the pretraining decoder module itself (`ConceptDecoder`, same parameter names, so a
   pretraining checkpoint loads into it) decodes every real position from the concepts; z = LN(masked
   mean of the decoded states). With perceiver_io queries the token embeddings enter the queries and
-  so reach z without passing through the concepts (the original's bypass);
-  `classifier_token_bypass: false` uses position-only queries, so only the concepts feed the head.
+  would reach z without passing through the concepts (the original's bypass): by default
+  (`classifier_token_bypass: false`) the queries are position-only, so only the concepts feed the head;
+  `classifier_token_bypass: true` restores the bypass, as an explicit option.
 logits = W·dropout(z); num_labels == 1 is regression (MSE on the raw score), otherwise cross-entropy.
 """
 
