@@ -131,3 +131,19 @@ def write_section(name: str, title: str, body: str) -> None:
     temporary.write_text(text, encoding="utf-8")
     temporary.replace(DOC)
     print(body)
+
+
+def pretrained_at_seed(config: str, seed: int, overrides: list[str], data_dir: Path, output: Path,
+                       name: str | None = None) -> Path:
+    """The run of `config` at one seed (`training.seed`: initial weights and data order; `objective.seed`: the
+    noise stream) under `output/NAME` (default seed{seed}): trained if absent, resumed if stopped, reused if done."""
+    from concept_encoder.training import pretrain
+
+    name = name or f"seed{seed}"
+    run_dir = output / name
+    if run_dir.is_dir() and not (run_dir / "model").is_dir():  # stopped: continue from its last checkpoint
+        pretrain(resume=run_dir, data_dir=data_dir)
+    elif not run_dir.is_dir():
+        pretrain(config, [*overrides, f"training.seed={seed}", f"objective.seed={seed}", f"training.run_name={name}"],
+                 data_dir, output)
+    return run_dir

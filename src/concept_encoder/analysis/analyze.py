@@ -6,9 +6,12 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModel
 
-from ..config import AnalysisConfig, ConfigError, load_experiment
+from ..config import TASKLESS_OBJECTIVES, AnalysisConfig, ConfigError, load_experiment
+from ..modeling import ConceptEncoderForMaskedLM
+from ..objectives import build_collator
 from ..training.runs import EXPERIMENT_FILE, write_json
 from . import plots
+from .ablation import collated_batches, concept_ablation
 from .probe import ProbeError, probe, read_probe_file, validation_documents
 
 ANALYSIS_DIR = "analysis"
@@ -39,6 +42,15 @@ def load_concept_encoder(model_dir: Path):
     return AutoModel.from_pretrained(model_dir).eval(), model_tokenizer(str(tokenizer_dir))
 
 
+def ablate(model_dir: Path, tokenizer, texts: list[str], objective, max_length: int, batch_size: int) -> dict:
+    """The concept ablation (`ablation.py`) on the probe texts, noised by the objective's evaluation collator."""
+    model = ConceptEncoderForMaskedLM.from_pretrained(model_dir).eval()
+    collator = build_collator(objective, tokenizer, objective.eval_seed, model.config)
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return concept_ablation(model, collated_batches(collator, [{"input_ids": row, "index": i} for i, row in
+                                                               enumerate(ids)], batch_size))
+
+
 def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: Path | None = None,
             output_dir: Path | None = None) -> dict:
     """Probe the model, write analysis.json and the PNG plots; returns the analysis record."""
@@ -56,6 +68,9 @@ def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: 
     max_length = settings.probe_max_length or (experiment.data.block_size if experiment else 128)
     max_length = min(max_length, model.config.max_position_embeddings)
     result = probe(model, tokenizer, texts, max_length, settings.batch_size)
+    if experiment is not None and experiment.objective.name not in TASKLESS_OBJECTIVES:
+        result["diagnostics"].update(ablate(model_dir, tokenizer, texts, experiment.objective, max_length,
+                                            settings.batch_size))
 
     output_dir = output_dir or (run_dir or model_dir) / ANALYSIS_DIR
     record = {

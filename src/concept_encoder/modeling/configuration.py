@@ -17,7 +17,7 @@ from transformers.generation.configuration_utils import GenerationConfig
 
 LAYER_TYPES = ("stacked", "bixt")
 DECODER_TYPES = ("perceiver_io", "position_only", "diffusion", "autoregressive")
-DIFFUSION_MIXING = ("conv", "full")
+DIFFUSION_MIXING = ("conv", "full", "none")
 FFN_TYPES = ("geglu", "gelu")
 POSITION_EMBEDDING_TYPES = ("absolute", "rotary")
 CONCEPT_POSITION_TYPES = ("none", "sinusoidal", "learned")
@@ -106,7 +106,10 @@ class ConceptEncoderConfig(PretrainedConfig):
     decoder_type: str = "perceiver_io"
     num_decoder_layers: int = 1
     # masked diffusion decoder (decoder_type="diffusion", MDLM-style): token mixing + concept cross-attention
-    diffusion_mixing: str = "conv"  # conv: depthwise convolution, O(N) | full: self-attention over tokens, O(N²)
+    # none: no token mixing, each position reads its own (noised) token, its position and the concepts, so the
+    # concepts are the only source of the masked content | conv: depthwise convolution over positions, O(N) |
+    # full: self-attention over tokens, O(N²) (both add a neighbour prior; see docs/objectives.md)
+    diffusion_mixing: str = "none"
     diffusion_kernel_size: int = 7  # conv mixing window (odd)
     diffusion_timestep_conditioning: bool = False  # AdaLN-Zero on the noise level t
     diffusion_t_min: float = 0.3  # t ~ U(t_min, 1) per sample

@@ -1,13 +1,19 @@
-"""Masked-diffusion decoder (MDLM-style, Sahoo et al., 2024): a denoiser that sees the surviving tokens.
+"""Masked-diffusion decoder (MDLM-style, Sahoo et al., 2024) that rebuilds the masked tokens from the concepts.
 
 Input: the noised text (a share t of the real tokens replaced by [MASK]) as token embeddings plus
-positions [B, N, H], and the concepts of that noised text [B, C, H]. Each layer (pre-LN):
-  x += Mix(LN(x))             token-to-token mixing, so surviving neighbours inform masked positions
+positions [B, N, H], and the concepts of the CLEAN text [B, C, H] (`ConceptEncoderForMaskedLM.
+encoder_input_ids`). The masked tokens are in the concepts and nowhere else. (Encoding the noised text,
+as an earlier version did, let a mixing denoiser read everything the concepts held: shuffling concepts
+between samples left the loss unchanged.) Each layer (pre-LN):
+  x += Mix(LN(x))             optional token-to-token mixing (`diffusion_mixing`)
   x += CrossAttn(LN(x), concepts)
   x += FFN(LN(x))
-Mixing is a depthwise convolution over positions by default (kernel `diffusion_kernel_size`, cost
-O(N·H·k), linear in N), or full self-attention over the real tokens (`diffusion_mixing: full`, O(N²)).
-Pads are zeroed before the convolution and masked as keys in attention, so they never leak in.
+`diffusion_mixing: none` (default): no mixing; a position reads its own token (or [MASK]), its position
+and the concepts, so every bit of masked content comes through the bottleneck. `conv`: a depthwise
+convolution over positions (kernel `diffusion_kernel_size`, O(N·H·k)); `full`: self-attention over the
+real tokens (O(N²)). Both add a prior from the surviving neighbours, which the concepts then need to
+carry less of (docs/objectives.md has the measured ablation). Pads are zeroed before the convolution
+and masked as keys in attention, so they never leak in.
 With `diffusion_timestep_conditioning`, each sub-layer is modulated AdaLN-Zero style by the noise
 level t: LN(x)(1 + scale) + shift, and its update multiplied by a gate. The modulation projection
 starts at zero (DiT's AdaLN-Zero), so every sub-layer starts with its gate closed and opens as it
@@ -58,8 +64,10 @@ class DiffusionDecoderLayer(GradientCheckpointingLayer):
         H, heads, d, p = config.hidden_size, config.num_attention_heads, config.head_dim, config.attention_probs_dropout_prob
         eps = config.layer_norm_eps
         self.full_attention = config.diffusion_mixing == "full"
-        self.mix_norm = nn.LayerNorm(H, eps=eps)
-        self.mixer = Attention(H, H, heads, d, p) if self.full_attention else ConvMixer(H, config.diffusion_kernel_size)
+        self.mixes = config.diffusion_mixing != "none"
+        self.mix_norm = nn.LayerNorm(H, eps=eps) if self.mixes else None
+        if self.mixes:
+            self.mixer = Attention(H, H, heads, d, p) if self.full_attention else ConvMixer(H, config.diffusion_kernel_size)
         self.cross_norm = nn.LayerNorm(H, eps=eps)
         self.cross_attn = Attention(H, H, heads, d, p)
         self.ffn_norm = nn.LayerNorm(H, eps=eps)
@@ -80,9 +88,10 @@ class DiffusionDecoderLayer(GradientCheckpointingLayer):
         def gated(update, gate):
             return update if gate is None else update * gate
 
-        h = modulated(self.mix_norm, x, mods[0], mods[1])
-        update = self.mixer(h, key_mask=key_mask)[0] if self.full_attention else self.mixer(h, real)
-        x = x + self.dropout(gated(update, mods[2]))
+        if self.mixes:
+            h = modulated(self.mix_norm, x, mods[0], mods[1])
+            update = self.mixer(h, key_mask=key_mask)[0] if self.full_attention else self.mixer(h, real)
+            x = x + self.dropout(gated(update, mods[2]))
         update, _ = self.cross_attn(modulated(self.cross_norm, x, mods[3], mods[4]), concepts)
         x = x + self.dropout(gated(update, mods[5]))
         update = self.ffn(modulated(self.ffn_norm, x, mods[6], mods[7]))

@@ -142,16 +142,22 @@ class ConceptEncoderPreTrainedModel(PreTrainedModel):
         model = cls(ConceptEncoderConfig(**fields))
 
         prefix = "" if isinstance(model, ConceptEncoderModel) else f"{model.base_model_prefix}."
-        layer_key = re.compile(rf"^{re.escape(prefix)}layers\.(\d+)\.")
-        state = {}
-        for key, value in stacked.state_dict().items():
-            match = layer_key.match(key)
-            if match is None:
-                state[key] = value
-            elif int(match.group(1)) == layer_index:
-                state[layer_key.sub(f"{prefix}layers.0.", key)] = value
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(shared_layer_state(stacked.state_dict(), layer_index, prefix), strict=True)
         return model
+
+
+def shared_layer_state(state: dict, layer_index: int, prefix: str = "encoder.") -> dict:
+    """A stacked model's state (names -> tensors or shapes) as a weight-shared one's: layer `layer_index`
+    becomes the shared layer 0, the other layers are left out, every other entry is kept."""
+    layer_key = re.compile(rf"^{re.escape(prefix)}layers\.(\d+)\.")
+    shared = {}
+    for key, value in state.items():
+        match = layer_key.match(key)
+        if match is None:
+            shared[key] = value
+        elif int(match.group(1)) == layer_index:
+            shared[layer_key.sub(f"{prefix}layers.0.", key)] = value
+    return shared
 
 
 class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
@@ -459,7 +465,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         if position_ids is None:
             position_ids = default_positions(input_ids)
         enc = self.encoder(
-            input_ids,
+            self.encoder_input_ids(input_ids, labels),
             attention_mask=attention_mask,
             position_ids=position_ids,
             num_iterations=num_iterations,
@@ -491,6 +497,14 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
             token_states=enc.token_states,
         )
         return out if return_dict else out.to_tuple()
+
+    def encoder_input_ids(self, input_ids: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """What the encoder reads. Diffusion: the clean text (labels hold the masked tokens), so the masked
+        tokens reach the denoiser only through the concepts; every other objective: `input_ids` as given
+        (MLM's masks, TSDAE's deletions are the encoder's task)."""
+        if self.config.decoder_type != "diffusion" or labels is None:
+            return input_ids
+        return torch.where(labels == IGNORE_INDEX, input_ids, labels)
 
     def decoding_loss(self, concepts, input_ids, attention_mask, labels, position_ids, return_dense_logits=False,
                          output_attentions=False, num_items_in_batch=None, noise_level=None):

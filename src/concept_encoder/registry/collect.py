@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from ..training.runs import EXPERIMENT_FILE
+from ..training.runs import EXPERIMENT_FILE, INIT_REPORT_FILE
 
 PRETRAIN_KEYS = ("eval_loss", "train_loss", "tokens_seen", "global_step", "wall_clock_s")
 FINETUNE_RESULTS = Path("evaluation") / "finetune" / "results.json"
@@ -72,5 +72,9 @@ def artefacts(run_dir: Path) -> dict[str, str]:
     candidates = {"run_dir": run_dir, "model": run_dir / "model", "experiment": run_dir / EXPERIMENT_FILE,
                   "analysis": run_dir / ANALYSIS_RESULTS, "finetune": run_dir / FINETUNE_RESULTS,
                   "zero_shot": run_dir / ZERO_SHOT_RESULTS, "report_md": run_dir / "report" / "report.md",
-                  "report_html": run_dir / "report" / "report.html"}
-    return {name: str(path.resolve()) for name, path in candidates.items() if path.exists()}
+                  "report_html": run_dir / "report" / "report.html", "init_report": run_dir / INIT_REPORT_FILE}
+    found = {name: str(path.resolve()) for name, path in candidates.items() if path.exists()}
+    warm_start = read_json(run_dir / INIT_REPORT_FILE)
+    if warm_start:  # the run this one started from (model.init_from)
+        found["init_from"] = warm_start["source"]
+    return found

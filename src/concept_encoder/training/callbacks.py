@@ -8,6 +8,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
+from ..analysis.ablation import collated_batches, concept_ablation
 from ..analysis.probe import probe_batches
 
 LOGGED = {  # diagnostics key -> logged name
@@ -60,3 +61,29 @@ class ConceptDiagnosticsCallback(TrainerCallback):
                    for i in range(0, len(self.input_ids), self.batch_size))
         diagnostics = probe_batches(encoder, batches)["diagnostics"]
         self.trainer.log({name: round(float(diagnostics[key]), 5) for key, name in LOGGED.items()})
+
+
+class ConceptAblationCallback(TrainerCallback):
+    """After each evaluation, the task loss with own / shuffled / zeroed concepts on fixed validation batches
+    of the objective (`analysis/ablation.py`), logged as concepts/ablation_* beside eval_loss."""
+
+    def __init__(self, trainer, batches: list[dict]):
+        self.trainer, self.batches = trainer, batches
+
+    @classmethod
+    def attach(cls, trainer, blocks, collator, count: int, batch_size: int = 32) -> ConceptAblationCallback | None:
+        """Batches of the first `count` validation blocks from the objective's evaluation collator (fixed
+        masks); None (and a warning) with fewer than 2 blocks: shuffling needs another sample."""
+        if len(blocks) < 2:
+            logger.warning("concept ablation during training needs >= 2 validation blocks; %d here: off", len(blocks))
+            return None
+        features = [blocks[i] for i in range(min(count, len(blocks)))]
+        callback = cls(trainer, collated_batches(collator, features, batch_size))
+        trainer.add_callback(callback)
+        return callback
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        device = self.trainer.args.device
+        batches = ({k: v.to(device) for k, v in batch.items()} for batch in self.batches)
+        result = concept_ablation(self.trainer.model, batches)
+        self.trainer.log({f"concepts/{key.removeprefix('concept_')}": round(value, 5) for key, value in result.items()})

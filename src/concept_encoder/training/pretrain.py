@@ -24,13 +24,14 @@ from ..data.corpus import corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..modeling.modeling_concept_encoder import backbone_settings
-from ..objectives import DeletionCollator, DiffusionCollator, MaskingCollator, ObjectiveLoss, PaddingCollator
-from .callbacks import ConceptDiagnosticsCallback
+from ..objectives import ObjectiveLoss, build_collator
+from .callbacks import ConceptAblationCallback, ConceptDiagnosticsCallback
 from .precision import resolve_precision
 from .runs import (
     CHECKPOINTS,
     DEFAULT_OUTPUT_ROOT,
     EXPERIMENT_FILE,
+    INIT_REPORT_FILE,
     check_writable,
     last_complete_checkpoint,
     run_name,
@@ -38,6 +39,7 @@ from .runs import (
     write_yaml,
 )
 from .trainer import MaskingEpochCallback, PretrainingTrainer, ranks_agree
+from .warm_start import WarmStartPlan, apply_warm_start, find_source, plan_warm_start
 
 SPECIAL_ID_FIELDS = ("pad_token_id", "mask_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
                      "bos_token_id", "eos_token_id")
@@ -51,18 +53,26 @@ class Prepared:
     model_config: ConceptEncoderConfig
     train_collator: object  # Masking-, Deletion-, Diffusion- or PaddingCollator
     eval_collator: object
+    warm_start: WarmStartPlan | None = None  # model.init_from: what the fresh model takes from the source
 
 
-def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path) -> Prepared:
-    """Read the corpus, get the tokenizer, pack blocks and build the model config: all checks, no run folder."""
+def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path, warm_start: bool = True) -> Prepared:
+    """Read the corpus, get the tokenizer, pack blocks and build the model config: all checks, no run folder.
+
+    `warm_start=False` (a run resumed from a checkpoint) ignores `model.init_from`: the weights are the checkpoint's.
+    """
     data = experiment.data
+    init_from = experiment.warm_start.init_from if warm_start else None
+    source = find_source(init_from, experiment.source) if init_from else None  # a missing source fails first
     if data.streaming:
         documents = stream_corpus(data.corpus, data_dir, data.text_field)
         if data.max_documents:
             documents = documents.take(data.max_documents)
     else:
         documents = load_corpus(data.corpus, data_dir, data.text_field, data.max_documents)
-    if data.train_tokenizer:
+    if source is not None:  # token ids must mean what they meant to the source: its tokenizer, not a new one
+        tokenizer = load_tokenizer(str(source.tokenizer_dir))
+    elif data.train_tokenizer:
         # train on the training side of the split only, so validation text stays unseen
         train_docs, _ = split_documents(documents, data.validation_fraction)
         tokenizer = train_tokenizer(train_docs, data.train_tokenizer, data.tokenizer_vocab_size, cache_dir / "tokenizers")
@@ -92,6 +102,8 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
             f"{experiment.source}: [data] block_size={data.block_size} is above "
             f"[model] max_position_embeddings={model_config.max_position_embeddings}"
         )
+    plan = (plan_warm_start(source, model_config, experiment.warm_start.init_layer, experiment.source)
+            if source is not None else None)
 
     settings = dict(block_size=data.block_size, packing=data.packing, validation_fraction=data.validation_fraction,
                     max_validation_blocks=data.max_validation_blocks)
@@ -105,6 +117,7 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         experiment, tokenizer, blocks, model_config,
         build_collator(objective, tokenizer, objective.seed, model_config),
         build_collator(objective, tokenizer, objective.eval_seed, model_config),
+        warm_start=plan,
     )
 
 
@@ -121,21 +134,6 @@ def build_objective_loss(objective: ObjectiveConfig) -> ObjectiveLoss:
         weighting=objective.weighting,
         log_variance_bounds=(objective.log_variance_min, objective.log_variance_max),
         warmup_steps=objective.regulariser_warmup_steps,
-    )
-
-
-def build_collator(objective: ObjectiveConfig, tokenizer, seed: int, model_config: ConceptEncoderConfig):
-    """The objective's collator (all take a seed: the evaluation one is fixed)."""
-    if objective.name == "diffusion":
-        return DiffusionCollator.for_tokenizer(tokenizer, t_min=model_config.diffusion_t_min, seed=seed)
-    if objective.name == "tsdae":
-        return DeletionCollator.for_tokenizer(tokenizer, rate=objective.deletion_rate, seed=seed)
-    if objective.name in TASKLESS_OBJECTIVES:
-        return PaddingCollator.for_tokenizer(tokenizer)
-    return MaskingCollator.for_tokenizer(
-        tokenizer, seed=seed, objective=objective.name, rate=objective.rate, span_min=objective.span_min,
-        span_max=objective.span_max, mask_token_fraction=objective.mask_token_fraction,
-        random_token_fraction=objective.random_token_fraction,
     )
 
 
@@ -196,10 +194,12 @@ def pretrain(
         experiment = load_experiment(run_dir / EXPERIMENT_FILE, overrides)
         experiment.data.tokenizer, experiment.data.train_tokenizer = str(run_dir / "tokenizer"), None
         output_root = run_dir.parent
+        checkpoint = last_complete_checkpoint(run_dir)
     elif config_path is None:
         raise ConfigError("pretrain needs a CONFIG file or --resume RUN_DIR")
     else:
         experiment = load_experiment(config_path, overrides)
+        checkpoint = None
     output_root = Path(output_root)
     check_writable(output_root)
     data_path = resolve_data_dir(data_dir, required=False)
@@ -208,13 +208,12 @@ def pretrain(
     state = PartialState(cpu=not torch.cuda.is_available())
     torch.set_flush_denormal(True)  # denormal floats run several times slower on CPUs; flushing costs nothing
     with state.main_process_first():  # rank 0 fills the caches, the others read them
-        prepared = prepare(experiment, data_path, output_root / ".cache")
+        prepared = prepare(experiment, data_path, output_root / ".cache", warm_start=checkpoint is None)
 
     if resume is None:
         name = experiment.training.run_name or run_name(prepared.model_config, experiment.objective.name)
         name = broadcast_object_list([name])[0]  # one timestamp for all ranks
         run_dir = output_root / name
-    checkpoint = last_complete_checkpoint(run_dir) if resume is not None else None
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=resume is not None)
         record = experiment.to_dict()
@@ -224,8 +223,14 @@ def pretrain(
 
     set_seed(experiment.training.seed)  # the initial weights depend on the seed alone
     model = ConceptEncoderForMaskedLM(prepared.model_config)
-    if prepared.model_config.backbone_config is not None and checkpoint is None:
-        model.load_backbone_weights()  # a resumed run gets them from its checkpoint
+    if prepared.model_config.backbone_config is not None and checkpoint is None and prepared.warm_start is None:
+        model.load_backbone_weights()  # a resumed run gets them from its checkpoint, a warm start from its source
+    init_report = None
+    if prepared.warm_start is not None:  # a fresh run only: prepare leaves it out when resuming from a checkpoint
+        init_report = apply_warm_start(model, prepared.warm_start)
+        if state.is_main_process:
+            write_json(run_dir / INIT_REPORT_FILE, init_report)
+            print(prepared.warm_start.summary(), flush=True)
     objective_loss = build_objective_loss(experiment.objective)
     if objective_loss.learns_weights:  # a submodule, so the optimiser, checkpoints and resume carry it
         model.loss_weighting = objective_loss.weighting
@@ -244,6 +249,9 @@ def pretrain(
     if experiment.analysis.during_training:
         ConceptDiagnosticsCallback.attach(trainer, prepared.blocks.validation,
                                           experiment.analysis.during_training_blocks, experiment.analysis.batch_size)
+        if experiment.objective.name not in TASKLESS_OBJECTIVES:  # a decoder to ablate the concepts for
+            ConceptAblationCallback.attach(trainer, prepared.blocks.validation, prepared.eval_collator,
+                                           experiment.analysis.during_training_blocks, experiment.analysis.batch_size)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final_eval = trainer.evaluate()
     agree, fingerprints = ranks_agree(trainer.model)
@@ -253,6 +261,7 @@ def pretrain(
         write_json(run_dir / "train_summary.json", {
             "run": run_dir.name,
             "resumed_from": str(checkpoint) if checkpoint else None,
+            "init_from": init_report,
             "global_step": trainer.state.global_step,
             "train_loss": result.training_loss,
             "eval_loss": final_eval.get("eval_loss"),

@@ -17,6 +17,7 @@ from ..modeling import ConceptEncoderConfig
 DEFAULT_OUTPUT_ROOT = "runs"
 CHECKPOINTS = "checkpoints"
 EXPERIMENT_FILE = "experiment.yaml"
+INIT_REPORT_FILE = "init_from.json"  # what a warm-started run took from its source (training/warm_start.py)
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
