@@ -64,6 +64,7 @@ def test_bad_tsdae_configs(tmp_path, change, message):
         load_experiment(write_config(tmp_path, **change))
 
 
+@pytest.mark.slow  # 25 s; the TSDAE micro twins of tests/test_configs.py train the same path in the default run
 def test_tsdae_micro_run_loss_falls(tmp_path):
     config = write_config(tmp_path, objective={"name": "tsdae"}, model={"decoder_type": "position_only"},
                           training={"max_steps": 30, "save_steps": 30, "eval_steps": 15})
