@@ -182,7 +182,8 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                    f"| {zs['stsb', 'heldout_spearman']} | {zs['sick-r', 'spearman']} | – | – | – | – |")
 
     for name, rate in grids.items():  # a rate chosen differently from the settings file's is said beside the table
-        how = (f"a learning-rate grid {rate}, chosen per seed on the held-out part of each task's train split"
+        how = (f"a learning-rate grid {rate}, chosen per seed on the selection part (a hashed 10%) of each task's "
+               "train split, apart from the reported held-out part"
                if isinstance(rate, list) else f"learning rate {rate:g}")
         out += ["", f"_{name} fine-tunes with {how}._"]
 
