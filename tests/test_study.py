@@ -55,7 +55,7 @@ def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_pat
     bench = next(line for line in text.splitlines() if line.startswith("| mlm | ") and "mlm | mlm" not in line)
     assert f"{zero_shot['tasks']['stsb']['summary']['spearman']['mean'] * 100:.1f}" in bench
     assert "| _TF-IDF cosine (no training)_ |" in text and "### Decision gates" in text
-    assert "_mlm fine-tunes with a learning-rate grid [0.0001, 0.001], chosen per seed on the held-out" in text
+    assert "_mlm fine-tunes with a learning-rate grid [0.0001, 0.001], chosen per seed on the selection part" in text
     (ft_run,) = json.loads((run_dir / "evaluation" / "finetune" / "results.json").read_text())["tasks"]["stsb"]["runs"]
     assert set(ft_run["selection_by_learning_rate"]) == {"0.0001", "0.001"}
 
