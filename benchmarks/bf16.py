@@ -17,7 +17,7 @@ import torch
 from _common import alternate, count_flops, device, markdown_table, matmul_peak, write_section
 from models import FULL, QUICK, bert, concept_encoder, mlm_batch, optimizer, training_step
 
-from concept_encoder.training.precision import cpu_has_native_bf16
+from concept_encoder.precision import cpu_has_native_bf16
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ from transformers import AutoTokenizer
 
 from concept_encoder.data import resolve_data_dir
 from concept_encoder.data.tasks import get_task, load_split
-from concept_encoder.data.tokenizer import offline_folder
 from concept_encoder.evaluation.finetune import FinetuneSettings, finetune_task
 from concept_encoder.evaluation.zero_shot import encode, load_encoder
+from concept_encoder.offline import offline_folder
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

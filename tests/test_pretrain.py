@@ -175,7 +175,7 @@ def test_a_contrastive_run_reports_a_validation_loss(tmp_path):
 
 
 def test_precision_resolves_per_machine():
-    from concept_encoder.training.precision import cpu_has_native_bf16, resolve_precision
+    from concept_encoder.precision import cpu_has_native_bf16, resolve_precision
 
     assert resolve_precision("auto", cuda=False) == "fp32"  # CPU bf16 changes a run's numbers: opt-in only
     if cpu_has_native_bf16():

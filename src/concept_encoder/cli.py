@@ -13,7 +13,7 @@ from .data.corpus import CorpusError
 from .data.tasks import TaskError
 from .data.tokenizer import TokenizerError
 from .registry import RegistryError
-from .training.runs import DEFAULT_OUTPUT_ROOT, check_writable
+from .rundir import DEFAULT_OUTPUT_ROOT, EXPERIMENT_FILE, check_writable, is_run_folder
 
 REGISTRY_HELP = "CONCEPT_ENCODER_REGISTRY, else runs/registry.sqlite"
 
@@ -53,9 +53,11 @@ def describe(args: argparse.Namespace) -> int:
 
 
 def pretrain(args: argparse.Namespace) -> int:
+    from .analysis.callbacks import attach_during_training
     from .training import pretrain as run_pretraining
 
-    run_dir = run_pretraining(args.config, args.set, args.data_dir, args.output_dir, args.resume)
+    run_dir = run_pretraining(args.config, args.set, args.data_dir, args.output_dir, args.resume,
+                              attach=attach_during_training)
     print(f"run folder: {run_dir}")
     return 0
 
@@ -177,8 +179,10 @@ def report(args: argparse.Namespace) -> int:
 
 def _run_folder(reference: str, registry_path: str | None) -> Path:
     """A run folder given directly, or a run id (or unique part of one) looked up in the registry."""
-    if Path(reference).is_dir():
+    if is_run_folder(Path(reference)):
         return Path(reference)
+    if Path(reference).is_dir():
+        raise FileNotFoundError(f"{reference}: not a run folder (no {EXPERIMENT_FILE}); give a run folder or a run id")
     from .registry import Registry
 
     with Registry(_existing_registry(registry_path)) as registry:

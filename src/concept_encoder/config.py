@@ -23,6 +23,7 @@ from .data.tasks import TaskError, get_task, resolve_tasks
 from .modeling import ConceptEncoderConfig
 from .objectives.collators import TASKLESS
 from .objectives.regularisers import REGULARISERS, SCOPES
+from .precision import PRECISIONS
 
 
 class ConfigError(ValueError):
@@ -63,7 +64,6 @@ class DataConfig:
                  "training a tokenizer needs the corpus in memory; with streaming use a Hub tokenizer or a folder")
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # resolved per machine by training/precision.py
 OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill")
 TASKLESS_OBJECTIVES = TASKLESS  # nothing is decoded: unmasked batches, no labels, no decoder gradient
 
@@ -330,10 +330,44 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
-    """Read a YAML experiment file, apply overrides, and check its sections (not yet their keys)."""
-    path = Path(path)
+BASE_KEY = "base"  # an experiment file may extend another: `base: ../plan/diffusion_L6.yaml` plus what differs
+
+
+def read_experiment_mapping(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """An experiment file's mapping with its `base` chain merged in: the base first, then this file's keys over
+    it, section by section (a nested mapping merges, any other value replaces; `null` removes the base's key,
+    so its default applies). The base path is relative to the file that names it."""
     raw = read_yaml_mapping(path)
+    if BASE_KEY not in raw:
+        return raw
+    base = raw.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: {BASE_KEY} must be the path of the config it extends, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in {p.resolve() for p in (*chain, path)}:
+        raise ConfigError(f"{path}: {BASE_KEY} {base!r} extends itself (chain: {' -> '.join(map(str, (*chain, path)))})")
+    if not base_path.exists():
+        raise ConfigError(f"{path}: {BASE_KEY} {base!r}: no such config file ({base_path})")
+    return _merged(read_experiment_mapping(base_path, (*chain, path)), raw)
+
+
+def _merged(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in child.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Read a YAML experiment file (with the files it extends), apply overrides, and check its sections (not yet
+    their keys)."""
+    path = Path(path)
+    raw = read_experiment_mapping(path)
     for text in overrides:
         keys, value = parse_override(text)
         node = raw.setdefault(keys[0], {})

@@ -9,35 +9,29 @@ finished task.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 
 from .analysis.analyze import analyze
+from .analysis.callbacks import attach_during_training
 from .analysis.gates import Verdict, load_gates
 from .config import ConfigError, load_experiment
 from .data import resolve_data_dir
 from .data.tasks import TaskError, get_task, resolve_tasks
 from .evaluation.finetune import check_evaluation, evaluate_tasks, load_settings, zero_shot_tasks
 from .registry import Registry, RegistryError, default_registry_path, git_commit
-from .registry.collect import FINETUNE_RESULTS, ZERO_SHOT_RESULTS, artefacts, run_metrics
+from .registry.collect import artefacts, run_metrics
 from .registry.report import build_report, verdicts_for
+from .rundir import (
+    DEFAULT_OUTPUT_ROOT,
+    EXPERIMENT_FILE,
+    FINETUNE_RESULTS,
+    MODEL_DIR,
+    ZERO_SHOT_RESULTS,
+    finished_stages,
+    mark_stage,
+)
 from .training import pretrain
-from .training.runs import DEFAULT_OUTPUT_ROOT, EXPERIMENT_FILE, write_json
-
-STAGES_FILE = "stages.json"
-
-
-def finished_stages(run_dir: Path) -> dict:
-    """{stage: {seconds, finished}} of the stages a run folder has finished (empty for a new one)."""
-    path = run_dir / STAGES_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-def _mark(run_dir: Path, stage: str, started: float) -> None:
-    done = finished_stages(run_dir)
-    done[stage] = {"seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json(run_dir / STAGES_FILE, done)
 
 
 def run_experiment(
@@ -77,8 +71,8 @@ def run_experiment(
     started = time.time()
     run_dir = Path(resume) if resume is not None else None
     if run_dir is None or "pretrain" not in finished_stages(run_dir):
-        run_dir = pretrain(config_path, overrides, data_dir, output_root, resume)
-        _mark(run_dir, "pretrain", started)
+        run_dir = pretrain(config_path, overrides, data_dir, output_root, resume, attach=attach_during_training)
+        mark_stage(run_dir, "pretrain", started)
     run_id = run_dir.name
     try:
         registry.record_run(run_id, run_dir=str(run_dir.resolve()), config=experiment.to_dict(),
@@ -105,20 +99,20 @@ def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str
     if "analyze" not in finished_stages(run_dir):
         started = time.time()
         analyze(run_dir, experiment.analysis, data_path)
-        _mark(run_dir, "analyze", started)
+        mark_stage(run_dir, "analyze", started)
 
     if "evaluate" not in finished_stages(run_dir):
         started = time.time()
-        model = run_dir / "model"
+        model = run_dir / MODEL_DIR
         if finetune_names:
             evaluate_tasks(model, [get_task(n) for n in finetune_names], data_path, run_dir / FINETUNE_RESULTS.parent,
                            ev.seeds, settings, resume=True)
         if ev.zero_shot_tasks:
             zero_shot_tasks(model, [get_task(n) for n in resolve_tasks(ev.zero_shot_tasks)], data_path,
                             run_dir / ZERO_SHOT_RESULTS.parent, ev.pooling)
-        _mark(run_dir, "evaluate", started)
+        mark_stage(run_dir, "evaluate", started)
 
     started = time.time()
     build_report(run_dir)  # always rebuilt: cheap, and it reflects whatever is on disk now
-    _mark(run_dir, "report", started)
+    mark_stage(run_dir, "report", started)
 

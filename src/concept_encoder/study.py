@@ -18,10 +18,10 @@ from .config import ConfigError, build_section, load_experiment, read_yaml_mappi
 from .data import resolve_data_dir
 from .data.tasks import get_task, resolve_tasks
 from .evaluation.finetune import zero_shot_tasks
-from .experiment import finished_stages, run_experiment
-from .registry.collect import K_SWEEP_RESULTS, read_json, run_metrics
+from .experiment import run_experiment
+from .registry.collect import run_metrics
 from .registry.report import verdicts_for
-from .training.runs import EXPERIMENT_FILE, write_atomic
+from .rundir import EXPERIMENT_FILE, K_SWEEP_RESULTS, MODEL_DIR, finished_stages, newest_run, read_json, write_atomic
 
 
 @dataclass
@@ -63,9 +63,7 @@ def load_study(path: str | Path) -> StudyConfig:
 
 def contender_run(output_dir: Path, name: str) -> Path | None:
     """The contender's run folder (the newest, if a failed start left more than one)."""
-    runs = sorted((p.parent for p in (output_dir / name).glob(f"*/{EXPERIMENT_FILE}") if not p.parent.name.startswith(".")),
-                  key=lambda p: p.stat().st_mtime)
-    return runs[-1] if runs else None
+    return newest_run(output_dir / name)
 
 
 def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[str] | None = None,
@@ -92,7 +90,7 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
             run_experiment(None if run_dir else config, data_dir=data_dir, output_root=output / name,
                            resume=run_dir, registry_path=registry)
         sweep_run = contender_run(output, study.k_sweep_contender) if study.k_sweep_contender else None
-        if sweep_run and not (sweep_run / K_SWEEP_RESULTS).exists() and (sweep_run / "model").exists():
+        if sweep_run and not (sweep_run / K_SWEEP_RESULTS).exists() and (sweep_run / MODEL_DIR).exists():
             k_sweep(sweep_run, study.k_sweep_ks, [get_task(t) for t in resolve_tasks(study.k_sweep_tasks)], data_path)
         reference = output / "reference" / "results.json"
         if study.reference and not reference.exists():

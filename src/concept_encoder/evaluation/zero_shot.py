@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split
-from ..data.tokenizer import offline_folder
 from ..modeling import ConceptEncoderForSentencePairClassification
+from ..offline import offline_folder
+from ..rundir import tokenizer_folder
 from .baselines import tfidf_cosine_baseline
 from .metrics import compute_metrics
 
@@ -36,10 +37,9 @@ def model_source(path: str | Path) -> str:
     return offline_folder(str(path)) or str(path)
 
 
-def model_tokenizer(source: str):
-    """The tokenizer beside a model: a run folder keeps it in `tokenizer/`, HF folders at the top."""
-    folder = Path(source) / "tokenizer"
-    return AutoTokenizer.from_pretrained(folder if folder.is_dir() else source)
+def model_tokenizer(source: str | Path):
+    """The tokenizer of a model folder, run folder or Hub name (`rundir.tokenizer_folder` says where it is)."""
+    return AutoTokenizer.from_pretrained(tokenizer_folder(source))
 
 
 def load_encoder(path: str | Path, pooling: str = "mean"):

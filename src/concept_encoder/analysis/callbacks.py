@@ -1,4 +1,6 @@
-"""Concept diagnostics during pretraining: logged beside eval_loss at every evaluation (and to any tracker)."""
+"""Concept diagnostics and the concept ablation during pretraining, logged beside eval_loss at every evaluation
+(and to any tracker). `pretrain` knows nothing of them: the pipeline (the CLI verb, `run_experiment`) hands it
+`attach_during_training`, which adds them to the Trainer as `analysis.during_training` says."""
 
 from __future__ import annotations
 
@@ -6,10 +8,11 @@ import torch
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-logger = logging.get_logger(__name__)
+from ..objectives import TASKLESS
+from .ablation import collated_batches, concept_ablation
+from .probe import probe_batches
 
-from ..analysis.ablation import collated_batches, concept_ablation
-from ..analysis.probe import probe_batches
+logger = logging.get_logger(__name__)
 
 LOGGED = {  # diagnostics key -> logged name
     "effective_rank_per_sample": "concepts/effective_rank_per_sample",
@@ -87,3 +90,17 @@ class ConceptAblationCallback(TrainerCallback):
         batches = ({k: v.to(device) for k, v in batch.items()} for batch in self.batches)
         result = concept_ablation(self.trainer.model, batches)
         self.trainer.log({f"concepts/{key.removeprefix('concept_')}": round(value, 5) for key, value in result.items()})
+
+
+def attach_during_training(trainer, prepared) -> None:
+    """`pretrain`'s hook (`attach=`): with `analysis.during_training`, the diagnostics of the first
+    `during_training_blocks` validation blocks, and for an objective that decodes, their concept ablation under
+    the objective's evaluation collator."""
+    analysis = prepared.experiment.analysis
+    if not analysis.during_training:
+        return
+    validation = prepared.blocks.validation
+    ConceptDiagnosticsCallback.attach(trainer, validation, analysis.during_training_blocks, analysis.batch_size)
+    if prepared.experiment.objective.name not in TASKLESS:  # a decoder to ablate the concepts for
+        ConceptAblationCallback.attach(trainer, validation, prepared.eval_collator, analysis.during_training_blocks,
+                                       analysis.batch_size)

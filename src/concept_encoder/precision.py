@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import PRECISIONS
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # resolved per machine by resolve_precision
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

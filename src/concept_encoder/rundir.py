@@ -1,0 +1,176 @@
+"""The run folder, on the ground floor: every file name a run has, where its model and tokenizer are, how its
+files are written (atomically), its finished stages and the checkpoint to resume from. It imports nothing of
+the package, so every stage can read and write a run through it.
+
+    runs/<name>/
+      experiment.yaml                  the validated experiment config (EXPERIMENT_FILE)
+      init_from.json                   what a warm start took from its source (INIT_REPORT_FILE)
+      tokenizer/  model/               the trained tokenizer and model (save_pretrained folders)
+      checkpoints/checkpoint-N/        Trainer checkpoints (resume)
+      train_summary.json  log_history.json
+      stages.json                      the finished stages of `concept-encoder experiment`
+      analysis/analysis.json  analysis/k_sweep.json
+      evaluation/finetune/results.json  evaluation/zero_shot/results.json
+      report/report.md  report/report.html
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_OUTPUT_ROOT = "runs"
+EXPERIMENT_FILE = "experiment.yaml"
+INIT_REPORT_FILE = "init_from.json"
+MODEL_DIR = "model"
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINTS = "checkpoints"
+TRAIN_SUMMARY = "train_summary.json"
+LOG_HISTORY = "log_history.json"
+STAGES_FILE = "stages.json"
+ANALYSIS_DIR = "analysis"
+ANALYSIS_RESULTS = Path(ANALYSIS_DIR) / "analysis.json"
+K_SWEEP_RESULTS = Path(ANALYSIS_DIR) / "k_sweep.json"
+FINETUNE_RESULTS = Path("evaluation") / "finetune" / "results.json"
+ZERO_SHOT_RESULTS = Path("evaluation") / "zero_shot" / "results.json"
+REPORT_DIR = "report"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+# --- names -------------------------------------------------------------------------------------------------
+
+def model_tag(config, objective: str) -> str:
+    """e.g. perceiver_mlm, posonly_bixt_tsdae, perceiver_recursive_mlm, diffusion (config: a ConceptEncoderConfig)."""
+    decoder = {"perceiver_io": "perceiver", "position_only": "posonly", "autoregressive": "ar", "diffusion": ""}
+    parts = [decoder.get(config.decoder_type, config.decoder_type)]
+    if config.layer_type == "bixt":
+        parts.append("bixt")
+    if config.weight_sharing:
+        parts.append("recursive")
+    parts.append(objective)
+    return "_".join(p for p in parts if p)
+
+
+def run_name(config, objective: str, now: datetime | None = None) -> str:
+    """`{model}_H{H}L{L}C{C}_{timestamp}`: readable and sortable."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
+    return f"{model_tag(config, objective)}_{config.short_name}_{stamp}"
+
+
+# --- finding a run's parts ---------------------------------------------------------------------------------
+
+def is_run_folder(path: Path) -> bool:
+    return (Path(path) / EXPERIMENT_FILE).exists()
+
+
+def locate(path: str | Path) -> tuple[Path | None, Path]:
+    """(run folder or None, model folder) for a run folder or a model folder."""
+    path = Path(path)
+    if is_run_folder(path):
+        model_dir = path / MODEL_DIR
+        if not (model_dir / "config.json").exists():
+            raise FileNotFoundError(f"{path}: a run folder without a finished model ({model_dir}/config.json missing)")
+        return path, model_dir
+    if (path / "config.json").exists():
+        return (path.parent if is_run_folder(path.parent) else None), path
+    raise FileNotFoundError(f"{path}: neither a run folder ({EXPERIMENT_FILE}) nor a model folder (config.json)")
+
+
+def tokenizer_folder(source: str | Path) -> Path | str:
+    """Where the tokenizer of a model is: a run folder keeps it in `tokenizer/`, beside `model/`; HF folders and
+    Hub names keep it at their top (returned as given)."""
+    path = Path(source)
+    if (path / TOKENIZER_DIR).is_dir():  # a run folder
+        return path / TOKENIZER_DIR
+    if (path / "config.json").exists() and (path.parent / TOKENIZER_DIR).is_dir():  # a run's model/ folder
+        return path.parent / TOKENIZER_DIR
+    return source
+
+
+def newest_run(folder: Path) -> Path | None:
+    """The newest run folder directly under `folder` (a failed start can leave more than one), else None."""
+    runs = [p.parent for p in Path(folder).glob(f"*/{EXPERIMENT_FILE}") if not p.parent.name.startswith(".")]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+def last_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint whose trainer state was written (the Trainer writes it last), else None.
+
+    A checkpoint cut short by a killed job has no trainer_state.json and is passed over.
+    """
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = []
+    for child in folder.iterdir():
+        match = _CHECKPOINT.match(child.name)
+        if match and (child / "trainer_state.json").exists() and (child / "model.safetensors").exists():
+            found.append((int(match.group(1)), child))
+    return max(found)[1] if found else None
+
+
+# --- stages of `concept-encoder experiment` ----------------------------------------------------------------
+
+def finished_stages(run_dir: Path) -> dict:
+    """{stage: {seconds, finished}} of the stages a run folder has finished (empty for a new one)."""
+    return read_json(Path(run_dir) / STAGES_FILE) or {}
+
+
+def mark_stage(run_dir: Path, stage: str, started: float) -> None:
+    done = finished_stages(run_dir)
+    done[stage] = {"seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(Path(run_dir) / STAGES_FILE, done)
+
+
+# --- files -------------------------------------------------------------------------------------------------
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` if needed and prove a file can be written there; one clear error otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test_"):
+            pass
+    except OSError as error:
+        raise PermissionError(f"output folder {folder}: not writable ({error.strerror or error})") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; a report should read like any file
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's object, or None when it does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
