@@ -1,6 +1,7 @@
 """`base:` lets an experiment file extend another and state only what differs."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,13 @@ def test_overrides_apply_after_the_merge(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("base: missing.yaml\n", "base 'missing.yaml': no such config file"),
-    ("base: [a.yaml]\n", "base must be the path of the config it extends"),
+    ("base: {a: 1}\n", "base must be the path (or a list of paths) of the configs it extends"),
+    ("base: []\n", "base must be the path"),
     ("base: loop.yaml\n", "extends itself"),
 ])
 def test_a_bad_base_names_the_file(tmp_path, text, message):
     path = write(tmp_path / "loop.yaml", text)
-    with pytest.raises(ConfigError, match=message) as error:
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
         load_experiment(path)
     assert str(path) in str(error.value)
 
@@ -56,3 +58,13 @@ def test_an_unknown_key_in_a_child_is_still_an_error(tmp_path):
     child = write(tmp_path / "child.yaml", f"base: {PLAN}\ntraining: {{max_stepz: 20}}\n")
     with pytest.raises(ConfigError, match="max_stepz"):
         load_experiment(child)
+
+
+def test_a_list_of_bases_merges_left_to_right(tmp_path):
+    """How the micro twins are written: the plan config, then the shared micro scale, then the twin's own keys."""
+    write(tmp_path / "scale.yaml", "training: {max_steps: 30, learning_rate: 0.002, warmup_steps: null}\n")
+    child = write(tmp_path / "child.yaml", f"base: [{PLAN}, scale.yaml]\ntraining: {{max_steps: 10}}\n")
+    plan, extended = load_experiment(PLAN), load_experiment(child)
+    assert (extended.training.max_steps, extended.training.learning_rate) == (10, 0.002)
+    defaults = {f.name: f.default for f in dataclasses.fields(extended.training)}
+    assert plan.training.warmup_steps != defaults["warmup_steps"] == extended.training.warmup_steps

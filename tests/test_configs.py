@@ -7,16 +7,16 @@ import pytest
 import yaml
 
 from concept_encoder.cli import main
-from concept_encoder.config import load_experiment
+from concept_encoder.config import load_experiment, read_experiment_mapping
 
 from .test_pretrain import history
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = (sorted((ROOT / "configs").glob("demo.yaml")) + sorted((ROOT / "configs" / "plan").glob("*.yaml"))
                + sorted(p for p in (ROOT / "configs" / "study").glob("*.yaml") if not p.name.startswith("cpu")))  # cpu*.yaml: study files
-MICRO = sorted((ROOT / "configs" / "micro").glob("*.yaml"))
+MICRO = sorted((ROOT / "configs" / "micro").glob("[!_]*.yaml"))  # _scale.yaml: the shared micro scale, a base only
 # warm-started twins need a source run first: tests/test_init_from.py trains one and runs them from it
-STANDALONE_MICRO = [p for p in MICRO if "init_from" not in (yaml.safe_load(p.read_text())["model"] or {})]
+STANDALONE_MICRO = [p for p in MICRO if "init_from" not in read_experiment_mapping(p).get("model", {})]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS + MICRO, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -47,3 +47,18 @@ def test_micro_twin_trains_and_its_loss_falls(tmp_path, path):
     else:  # held-out loss under fixed masks / noise: noise-free to compare
         values = [e["eval_loss"] for e in logs if "eval_loss" in e]
         assert values[-1] < values[0], values
+
+
+@pytest.mark.parametrize("path", MICRO, ids=lambda p: p.stem)
+def test_a_micro_twin_extends_its_plan_config_and_states_only_what_differs(path, tmp_path):
+    """Its bases are its plan config and the shared `_scale.yaml`, and every key it sets changes the resolved
+    config: a key that repeated its bases would hide which settings are the twin's own."""
+    raw = yaml.safe_load(path.read_text())
+    assert raw.pop("base") == [f"../plan/{path.name}", "_scale.yaml"]
+    bases = [str((path.parent / name).resolve()) for name in (f"../plan/{path.name}", "_scale.yaml")]
+    resolved = load_experiment(path).to_dict()
+    for section, body in raw.items():
+        for key in body:
+            trial = tmp_path / f"{section}.{key}.yaml"
+            trial.write_text(yaml.safe_dump({"base": bases, **raw, section: {k: v for k, v in body.items() if k != key}}))
+            assert load_experiment(trial).to_dict() != resolved, f"{path.name}: {section}.{key} repeats its bases"

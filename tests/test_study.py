@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from concept_encoder.cli import main
+from concept_encoder.config import read_experiment_mapping
 from concept_encoder.study import contender_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,7 +15,7 @@ MICRO = ROOT / "configs" / "micro" / "perceiver_mlm_L6.yaml"
 
 
 def _quick_contender(folder: Path, steps: int = 40) -> Path:
-    config = yaml.safe_load(MICRO.read_text())
+    config = read_experiment_mapping(MICRO)  # the twin with its bases merged in
     config["training"].update(max_steps=steps, eval_steps=20, save_steps=20)
     config["analysis"] = {"probe_documents": 16, "during_training_blocks": 8}
     config["evaluation"] = {"finetune_tasks": ["stsb"], "zero_shot_tasks": ["stsb"], "seeds": [1],

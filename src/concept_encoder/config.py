@@ -330,25 +330,31 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
     return raw
 
 
-BASE_KEY = "base"  # an experiment file may extend another: `base: ../plan/diffusion_L6.yaml` plus what differs
+BASE_KEY = "base"  # an experiment file may extend others: `base: ../plan/diffusion_L6.yaml` plus what differs
 
 
 def read_experiment_mapping(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """An experiment file's mapping with its `base` chain merged in: the base first, then this file's keys over
-    it, section by section (a nested mapping merges, any other value replaces; `null` removes the base's key,
-    so its default applies). The base path is relative to the file that names it."""
+    """An experiment file's mapping with its `base` files merged in. `base` is one path or a list, relative to
+    the file that names it; the bases merge left to right, then this file's keys over them, section by section
+    (a nested mapping merges, any other value replaces; `null` removes the key, so its default applies)."""
     raw = read_yaml_mapping(path)
     if BASE_KEY not in raw:
         return raw
-    base = raw.pop(BASE_KEY)
-    if not isinstance(base, str) or not base.strip():
-        raise ConfigError(f"{path}: {BASE_KEY} must be the path of the config it extends, got {base!r}")
-    base_path = path.parent / base
-    if base_path.resolve() in {p.resolve() for p in (*chain, path)}:
-        raise ConfigError(f"{path}: {BASE_KEY} {base!r} extends itself (chain: {' -> '.join(map(str, (*chain, path)))})")
-    if not base_path.exists():
-        raise ConfigError(f"{path}: {BASE_KEY} {base!r}: no such config file ({base_path})")
-    return _merged(read_experiment_mapping(base_path, (*chain, path)), raw)
+    bases = raw.pop(BASE_KEY)
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be the path (or a list of paths) of the configs it extends, "
+                          f"got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        base_path = path.parent / base
+        if base_path.resolve() in {p.resolve() for p in (*chain, path)}:
+            raise ConfigError(f"{path}: {BASE_KEY} {base!r} extends itself "
+                              f"(chain: {' -> '.join(map(str, (*chain, path)))})")
+        if not base_path.exists():
+            raise ConfigError(f"{path}: {BASE_KEY} {base!r}: no such config file ({base_path})")
+        merged = _merged(merged, read_experiment_mapping(base_path, (*chain, path)))
+    return _merged(merged, raw)
 
 
 def _merged(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
