@@ -70,4 +70,4 @@ def test_the_checker_sees_relative_absolute_and_function_level_imports(tmp_path)
     assert {"config", "data", "modeling", "objectives", "rundir", "precision"} <= imported_parts(probe)
     cli = imported_parts(PACKAGE / "cli.py")
     assert {"training", "registry", "analysis"} <= cli  # function-level imports of the verbs
-    assert "offline" in imported_parts(PACKAGE / "modeling" / "modeling_concept_encoder.py")  # absolute, guarded
+    assert "offline" in imported_parts(PACKAGE / "modeling" / "backbone.py")  # absolute, guarded

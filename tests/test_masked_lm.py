@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from concept_encoder import ConceptEncoderForMaskedLM, ConceptEncoderModel
-from concept_encoder.modeling.modeling_concept_encoder import select_positions
+from concept_encoder.modeling.decoding import select_positions
 
 from .conftest import VARIANTS, tiny_config
 

@@ -14,6 +14,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .attention import Attention
 from .configuration import ConceptEncoderConfig
+from .decoding import Decoded, TextBatch
 from .dropout import Dropout
 from .layers import FeedForward
 
@@ -64,3 +65,10 @@ class AutoregressiveDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, concepts, key_mask)
         return self.norm(x)
+
+    def decode_text(self, concepts: torch.Tensor, text: TextBatch, embed: nn.Embedding, sparse: bool = False,
+                    need_weights: bool = False) -> Decoded:
+        """The decoder protocol (decoding.py): teacher forcing on the original text, so the labels are needed."""
+        if text.labels is None:
+            raise ValueError("decoder_type='autoregressive' decodes by teacher forcing: pass labels (the text)")
+        return Decoded(self(concepts, embed, text.labels, text.position_ids), text.labels)

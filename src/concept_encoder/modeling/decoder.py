@@ -14,6 +14,7 @@ from torch import nn
 
 from .attention import rotary_cos_sin
 from .configuration import ConceptEncoderConfig
+from .decoding import IGNORE_INDEX, Decoded, TextBatch, select_positions
 from .layers import DecoderLayer
 
 
@@ -65,3 +66,16 @@ class ConceptDecoder(nn.Module):
             queries, weights = layer(queries, concepts, query_rotary=rotary, need_weights=need_weights)
             maps.append(weights)
         return self.norm(queries), (tuple(maps) if need_weights else None)
+
+    def decode_text(self, concepts: torch.Tensor, text: TextBatch, embed: nn.Embedding, sparse: bool = False,
+                    need_weights: bool = False) -> Decoded:
+        """The decoder protocol (decoding.py). Queries never see each other, so with `sparse` only the labelled
+        positions are decoded: [B, M] of them, M the most labels in one row."""
+        ids, positions, targets = text.input_ids, text.position_ids, text.labels
+        if sparse and targets is not None:
+            index, valid = select_positions(targets != IGNORE_INDEX)  # [B, M]
+            ids, positions = ids.gather(1, index), positions.gather(1, index)
+            targets = targets.gather(1, index).masked_fill(~valid, IGNORE_INDEX)
+        token_embeds = embed(ids) if self.query_type == "perceiver_io" else None
+        states, maps = self(concepts, positions, token_embeds, need_weights=need_weights)
+        return Decoded(states, targets, maps=maps)

