@@ -8,7 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "concept_encoder"
 FLOORS = [  # lowest first; a module imports its own package and the floors below it, never a sibling or above
-    {"rundir", "precision", "offline"},  # the ground floor: run folder files, precision, offline weights
+    {"rundir", "precision", "offline", "reporting"},  # the ground floor: run folder files, precision, offline weights, tables
     {"modeling"},
     {"data", "objectives"},
     {"config"},

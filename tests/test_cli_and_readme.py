@@ -63,4 +63,4 @@ def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):
     path.write_text("training:\n  learning_rate: 3e-4\nmodel:\n  layer_norm_eps: 1e-12\n")
     experiment = load_experiment(path, ["training.weight_decay=1e-2"])
     assert experiment.training.learning_rate == 3e-4 and experiment.training.weight_decay == 0.01
-    assert experiment.model["layer_norm_eps"] == 1e-12
+    assert experiment.model.layer_norm_eps == 1e-12

@@ -22,13 +22,13 @@ def test_a_child_merges_over_its_base_section_by_section(tmp_path):
     base = write(tmp_path / "plan" / "base.yaml", f"base: {PLAN}\n")  # an absolute base, then a relative one
     child = write(tmp_path / "micro" / "child.yaml", """base: ../plan/base.yaml
 model: {hidden_size: 64, num_concepts: 8, num_attention_heads: 4, intermediate_size: 128, max_position_embeddings: 64}
-data: {corpus: [wikitext/wiki.valid.raw.gz], tokenizer: null, train_tokenizer: wordpiece, num_proc: null}
+data: {corpus: [wikitext/wiki.valid.raw.gz], tokenizer: null, train_tokenizer: wordpiece, num_proc: null, block_size: 64}
 training: {max_steps: 20}
 """)
     plan, extended = load_experiment(PLAN), load_experiment(child)
     assert load_experiment(base).to_dict() == plan.to_dict()
-    assert extended.model["hidden_size"] == 64 and extended.model["num_decoder_layers"] == plan.model["num_decoder_layers"]
-    assert extended.model["diffusion_mixing"] == plan.model["diffusion_mixing"]  # untouched keys come from the base
+    assert extended.model.hidden_size == 64 and extended.model.num_decoder_layers == plan.model.num_decoder_layers
+    assert extended.model.diffusion_mixing == plan.model.diffusion_mixing  # untouched keys come from the base
     defaults = {f.name: f.default for f in dataclasses.fields(extended.data)}
     assert plan.data.num_proc != defaults["num_proc"] and extended.data.num_proc == defaults["num_proc"]  # null: default
     assert extended.data.train_tokenizer == "wordpiece" and extended.data.tokenizer == defaults["tokenizer"]

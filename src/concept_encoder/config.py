@@ -21,6 +21,7 @@ import yaml
 
 from .data.tasks import TaskError, get_task, resolve_tasks
 from .modeling import ConceptEncoderConfig
+from .modeling.backbone import backbone_settings
 from .objectives.collators import TASKLESS
 from .objectives.regularisers import REGULARISERS, SCOPES
 from .precision import PRECISIONS
@@ -64,6 +65,8 @@ class DataConfig:
                  "training a tokenizer needs the corpus in memory; with streaming use a Hub tokenizer or a folder")
 
 
+SPECIAL_ID_FIELDS = ("pad_token_id", "mask_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
+                     "bos_token_id", "eos_token_id")  # set from the tokenizer by ExperimentConfig.resolve
 OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill")
 TASKLESS_OBJECTIVES = TASKLESS  # nothing is decoded: unmasked batches, no labels, no decoder gradient
 
@@ -253,35 +256,83 @@ SECTIONS = ("model", *SECTION_CLASSES)
 
 @dataclass
 class ExperimentConfig:
-    """One validated experiment: the model config plus one dataclass per pipeline section."""
+    """One validated experiment: the typed model config plus one dataclass per pipeline section, parsed once
+    (`load_experiment`) and handed to every stage as this object.
 
-    model: dict[str, Any]  # raw `model` section; `ConceptEncoderConfig` is built once the tokenizer is known
+    `model` holds the file's model section as a `ConceptEncoderConfig`; the vocabulary and special token ids
+    come from the tokenizer, so `resolve(tokenizer)` gives the config a model is built from. `check()` holds
+    every rule that spans sections."""
+
+    model: ConceptEncoderConfig
     data: DataConfig
     objective: ObjectiveConfig
     training: TrainingConfig
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     warm_start: WarmStart = field(default_factory=WarmStart)  # model.init_from / init_layer, kept out of `model`
+    model_section: dict[str, Any] = field(default_factory=dict)  # the model keys as the file set them
     source: str = "<config>"
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a file would state it (what a run folder's experiment.yaml records)."""
         warm = {k: v for k, v in dataclasses.asdict(self.warm_start).items() if v is not None}
         return {
-            "model": {**self.model, **warm},
+            "model": {**self.model_section, **warm},
             **{name: dataclasses.asdict(getattr(self, name)) for name in SECTION_CLASSES},
         }
 
-    def model_config(self, **derived: Any) -> ConceptEncoderConfig:
-        """The `model` section plus values derived from the data (vocabulary, special ids) it leaves unset.
+    def check(self) -> None:
+        """Every rule that spans sections; each a `ConfigError` naming the file, the section and the key."""
+        model, objective, data, path = self.model, self.objective, self.data, self.source
+        if self.warm_start.init_layer is not None and not model.weight_sharing:
+            raise ConfigError(f"{path}: [model] init_layer: picks the source layer that becomes a weight-shared "
+                              "run's one layer; this run is stacked (weight_sharing: false), so it takes every layer "
+                              "as it is")
+        if objective.regularisers and objective.regulariser_scope == "sample" and model.num_concepts < 2:
+            raise ConfigError(f"{path}: [objective] regularisers: at regulariser_scope sample they compare the "
+                              f"concepts of one input, and model.num_concepts is {model.num_concepts}; use >= 2 "
+                              "concepts or regulariser_scope: batch")
+        if objective.name == "tsdae" and model.decoder_type not in ("position_only", "autoregressive"):
+            raise ConfigError(f"{path}: [model] decoder_type: objective tsdae needs position_only or autoregressive "
+                              "decoding (token queries would see the deleted tokens' positions filled in)")
+        if model.decoder_type == "autoregressive" and objective.name != "tsdae":
+            raise ConfigError(f"{path}: [model] decoder_type: autoregressive decoding needs the dense labels of "
+                              "objective tsdae")
+        if (objective.name == "diffusion") != (model.decoder_type == "diffusion"):
+            raise ConfigError(f"{path}: [model] decoder_type: objective diffusion and decoder_type diffusion go "
+                              "together")
+        if objective.name in TASKLESS and model.deep_supervision_segments > 1:
+            raise ConfigError(f"{path}: [model] deep_supervision_segments: objective {objective.name} decodes "
+                              "nothing, so there is nothing to supervise per segment")
+        if model.backbone_name and data.train_tokenizer:
+            raise ConfigError(f"{path}: [data] train_tokenizer: a backbone comes with its tokenizer")
+        if model.position_embedding_type == "absolute" and data.block_size > model.max_position_embeddings:
+            raise ConfigError(f"{path}: [data] block_size={data.block_size} is above "
+                              f"[model] max_position_embeddings={model.max_position_embeddings}")
+        if data.streaming and self.training.max_steps <= 0:
+            raise ConfigError(f"{path}: [training] max_steps: a streamed corpus has no length; set max_steps > 0")
 
-        A value the section sets explicitly must agree with the derived one.
-        """
+    def resolve(self, tokenizer) -> ConceptEncoderConfig:
+        """The model config to build: the file's model section plus what the tokenizer (vocabulary, special ids)
+        and a pretrained backbone (its width and HF config) fix. A value the file sets must agree with them."""
+        derived = {"vocab_size": len(tokenizer)}
+        derived.update({f: getattr(tokenizer, f) for f in SPECIAL_ID_FIELDS if getattr(tokenizer, f, None) is not None})
+        if self.model.backbone_name:
+            try:
+                derived.update(backbone_settings(self.model.backbone_name, self.model.backbone_layers or 0))
+            except (OSError, ValueError) as error:
+                raise ConfigError(f"{self.source}: [model] backbone_name: {error}") from None
         for key, value in derived.items():
-            if key in self.model and self.model[key] != value:
-                raise ConfigError(
-                    f"{self.source}: [model] {key}={self.model[key]!r} disagrees with the tokenizer ({value!r})"
-                )
-        return build_model_config({"model": {**derived, **self.model}}, self.source)
+            if key in self.model_section and self.model_section[key] != value:
+                raise ConfigError(f"{self.source}: [model] {key}={self.model_section[key]!r} disagrees with the "
+                                  f"tokenizer ({value!r})")
+        config = build_model_config({"model": {**derived, **self.model_section}}, self.source)
+        if self.objective.name == "distill" and (config.backbone_config is None or config.backbone_freeze != "all"
+                                                 or config.hidden_size != config.token_dim):
+            raise ConfigError(f"{self.source}: [objective] name=distill needs a frozen pretrained backbone "
+                              "(model.backbone_name, backbone_freeze: all: a trained teacher would drift towards the "
+                              f"student) and model.hidden_size equal to its width ({config.token_dim})")
+        return config
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -425,27 +476,10 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     sections = {name: build_section(cls, name, raw.get(name, {}), path) for name, cls in SECTION_CLASSES.items()}
     model_fields, warm_fields = split_model_section(raw.get("model", {}))
     warm_start = build_section(WarmStart, "model", warm_fields, path)  # the source itself is checked by prepare
-    if warm_start.init_layer is not None and not model.weight_sharing:
-        raise ConfigError(f"{path}: [model] init_layer: picks the source layer that becomes a weight-shared run's "
-                          "one layer; this run is stacked (weight_sharing: false), so it takes every layer as it is")
-    objective = sections["objective"]
-    if objective.regularisers and objective.regulariser_scope == "sample" and model.num_concepts < 2:
-        raise ConfigError(f"{path}: [objective] regularisers: at regulariser_scope sample they compare the concepts "
-                          f"of one input, and model.num_concepts is {model.num_concepts}; use >= 2 concepts or "
-                          "regulariser_scope: batch")
-    decoder = raw.get("model", {}).get("decoder_type", "perceiver_io")
-    if sections["objective"].name == "tsdae" and decoder not in ("position_only", "autoregressive"):
-        raise ConfigError(f"{path}: [model] decoder_type: objective tsdae needs position_only or autoregressive "
-                          "decoding (token queries would see the deleted tokens' positions filled in)")
-    if decoder == "autoregressive" and sections["objective"].name != "tsdae":
-        raise ConfigError(f"{path}: [model] decoder_type: autoregressive decoding needs the dense labels of "
-                          "objective tsdae")
-    is_diffusion = raw.get("model", {}).get("decoder_type") == "diffusion"
-    if (sections["objective"].name == "diffusion") != is_diffusion:
-        raise ConfigError(f"{path}: [model] decoder_type: objective diffusion and decoder_type diffusion go together")
-    if sections["data"].streaming and sections["training"].max_steps <= 0:
-        raise ConfigError(f"{path}: [training] max_steps: a streamed corpus has no length; set max_steps > 0")
-    return ExperimentConfig(model=model_fields, warm_start=warm_start, source=str(path), **sections)
+    experiment = ExperimentConfig(model=model, warm_start=warm_start, model_section=model_fields, source=str(path),
+                                  **sections)
+    experiment.check()
+    return experiment
 
 
 def _matches(value: Any, annotation: Any) -> bool:

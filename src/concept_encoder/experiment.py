@@ -71,7 +71,8 @@ def run_experiment(
     started = time.time()
     run_dir = Path(resume) if resume is not None else None
     if run_dir is None or "pretrain" not in finished_stages(run_dir):
-        run_dir = pretrain(config_path, overrides, data_dir, output_root, resume, attach=attach_during_training)
+        run_dir = pretrain(experiment if resume is None else None, (), data_dir, output_root, resume,
+                           attach=attach_during_training)
         mark_stage(run_dir, "pretrain", started)
     run_id = run_dir.name
     try:
@@ -98,7 +99,7 @@ def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str
     ev = experiment.evaluation
     if "analyze" not in finished_stages(run_dir):
         started = time.time()
-        analyze(run_dir, experiment.analysis, data_path)
+        analyze(run_dir, experiment.analysis, data_path, experiment=experiment)
         mark_stage(run_dir, "analyze", started)
 
     if "evaluate" not in finished_stages(run_dir):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModel
 
-from ..config import TASKLESS_OBJECTIVES, AnalysisConfig, ConfigError, load_experiment
+from ..config import TASKLESS_OBJECTIVES, AnalysisConfig, ConfigError, ExperimentConfig, load_experiment
 from ..modeling import ConceptEncoderForMaskedLM
 from ..objectives import build_collator
 from ..rundir import ANALYSIS_DIR, EXPERIMENT_FILE, locate, write_json
@@ -35,10 +35,14 @@ def ablate(model_dir: Path, tokenizer, texts: list[str], objective, max_length: 
 
 
 def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: Path | None = None,
-            output_dir: Path | None = None) -> dict:
-    """Probe the model, write analysis.json and the PNG plots; returns the analysis record."""
+            output_dir: Path | None = None, experiment: ExperimentConfig | None = None) -> dict:
+    """Probe the model, write analysis.json and the PNG plots; returns the analysis record.
+
+    `experiment`: the run's parsed config, when the caller holds it (the pipeline); else the run folder's
+    experiment.yaml is read."""
     run_dir, model_dir = locate(path)
-    experiment = load_experiment(run_dir / EXPERIMENT_FILE) if run_dir else None
+    if experiment is None and run_dir is not None:
+        experiment = load_experiment(run_dir / EXPERIMENT_FILE)
     settings = settings or (experiment.analysis if experiment else AnalysisConfig())
     if settings.probe_file:
         texts, source = read_probe_file(settings.probe_file), f"file {settings.probe_file}"

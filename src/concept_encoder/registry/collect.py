@@ -63,8 +63,8 @@ def flatten(metrics: dict[str, dict[str, tuple[float, float | None]]]) -> dict[s
 def run_facts(experiment) -> dict[str, object]:
     """What a gate's `applies_to` may ask about a run."""
     model = experiment.model
-    return {"objective": experiment.objective.name, "weight_sharing": bool(model.get("weight_sharing", False)),
-            "layer_type": model.get("layer_type", "stacked"), "decoder_type": model.get("decoder_type", "perceiver_io")}
+    return {"objective": experiment.objective.name, "weight_sharing": model.weight_sharing,
+            "layer_type": model.layer_type, "decoder_type": model.decoder_type}
 
 
 def artefacts(run_dir: Path) -> dict[str, str]:

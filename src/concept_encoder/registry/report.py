@@ -74,7 +74,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     verdicts = verdicts_for(run_dir)
 
     lines = [f"# {run_dir.name}", ""]
-    model = yaml.safe_dump(experiment.model, default_flow_style=True, width=1000).strip()
+    model = yaml.safe_dump(experiment.model_section, default_flow_style=True, width=1000).strip()
     lines += [f"- objective: `{experiment.objective.name}`; model: `{model}`",
               (f"- steps: {summary.get('global_step', '–')}, tokens seen: {summary.get('tokens_seen', '–')}, "
                f"wall clock: {summary.get('wall_clock_s', '–')} s on {summary.get('device', '–')} "

@@ -24,7 +24,6 @@ from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, s
 from ..data.corpus import corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
-from ..modeling.backbone import backbone_settings
 from ..objectives import ObjectiveLoss, build_collator
 from ..precision import resolve_precision
 from ..rundir import (
@@ -44,9 +43,6 @@ from ..rundir import (
 )
 from .trainer import MaskingEpochCallback, PretrainingTrainer, ranks_agree
 from .warm_start import WarmStartPlan, apply_warm_start, find_source, plan_warm_start
-
-SPECIAL_ID_FIELDS = ("pad_token_id", "mask_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
-                     "bos_token_id", "eos_token_id")
 
 
 @dataclass
@@ -81,31 +77,8 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         train_docs, _ = split_documents(documents, data.validation_fraction)
         tokenizer = train_tokenizer(train_docs, data.train_tokenizer, data.tokenizer_vocab_size, cache_dir / "tokenizers")
     else:  # a pretrained backbone brings its own tokenizer
-        tokenizer = load_tokenizer(experiment.model.get("backbone_name") or data.tokenizer)
-
-    derived = {"vocab_size": len(tokenizer)}
-    derived.update({f: getattr(tokenizer, f) for f in SPECIAL_ID_FIELDS if getattr(tokenizer, f, None) is not None})
-    if experiment.model.get("backbone_name"):
-        if data.train_tokenizer:
-            raise ConfigError(f"{experiment.source}: [data] train_tokenizer: a backbone comes with its tokenizer")
-        try:
-            derived.update(backbone_settings(experiment.model["backbone_name"], experiment.model.get("backbone_layers", 0)))
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"{experiment.source}: [model] backbone_name: {error}") from None
-    model_config = experiment.model_config(**derived)
-    if experiment.objective.name == "distill" and (model_config.backbone_config is None or model_config.backbone_freeze
-                                                    != "all" or model_config.hidden_size != model_config.token_dim):
-        raise ConfigError(f"{experiment.source}: [objective] name=distill needs a frozen pretrained backbone "
-                          "(model.backbone_name, backbone_freeze: all: a trained teacher would drift towards the "
-                          f"student) and model.hidden_size equal to its width ({model_config.token_dim})")
-    if experiment.objective.name in TASKLESS_OBJECTIVES and model_config.deep_supervision_segments > 1:
-        raise ConfigError(f"{experiment.source}: [model] deep_supervision_segments: objective "
-                          f"{experiment.objective.name} decodes nothing, so there is nothing to supervise per segment")
-    if model_config.position_embedding_type == "absolute" and data.block_size > model_config.max_position_embeddings:
-        raise ConfigError(
-            f"{experiment.source}: [data] block_size={data.block_size} is above "
-            f"[model] max_position_embeddings={model_config.max_position_embeddings}"
-        )
+        tokenizer = load_tokenizer(experiment.model.backbone_name or data.tokenizer)
+    model_config = experiment.resolve(tokenizer)
     plan = (plan_warm_start(source, model_config, experiment.warm_start.init_layer, experiment.source)
             if source is not None else None)
 
@@ -178,12 +151,12 @@ def training_arguments(experiment: ExperimentConfig, run_dir: Path, name: str) -
         # parameters with no gradient in a step (the decoder under SimCSE/distillation, the concept table
         # behind no-grad recursion) would make DDP wait forever for their gradients
         ddp_find_unused_parameters=experiment.objective.name in TASKLESS_OBJECTIVES
-        or experiment.model.get("recursion_no_grad_iterations", 0) > 0,
+        or experiment.model.recursion_no_grad_iterations > 0,
     )
 
 
 def pretrain(
-    config_path: str | Path | None = None,
+    config: ExperimentConfig | str | Path | None = None,
     overrides: list[str] = (),
     data_dir: str | Path | None = None,
     output_root: str | Path = DEFAULT_OUTPUT_ROOT,
@@ -191,6 +164,9 @@ def pretrain(
     attach: Callable[[PretrainingTrainer, Prepared], None] | None = None,
 ) -> Path:
     """Train a concept encoder from a config (or resume a run folder). Returns the run folder.
+
+    `config` is the parsed `ExperimentConfig` (what the pipeline passes: the file is read once) or a file path,
+    read here with `overrides`.
 
     `attach(trainer, prepared)` may add callbacks before training starts: the pipeline passes
     `analysis.callbacks.attach_during_training` (concept diagnostics and ablation at every evaluation).
@@ -204,10 +180,14 @@ def pretrain(
         experiment.data.tokenizer, experiment.data.train_tokenizer = str(run_dir / TOKENIZER_DIR), None
         output_root = run_dir.parent
         checkpoint = last_complete_checkpoint(run_dir)
-    elif config_path is None:
+    elif config is None:
         raise ConfigError("pretrain needs a CONFIG file or --resume RUN_DIR")
+    elif isinstance(config, ExperimentConfig):
+        if overrides:
+            raise ConfigError(f"{config.source}: pretrain takes --set overrides with a config file, not a parsed config")
+        experiment, checkpoint = config, None
     else:
-        experiment = load_experiment(config_path, overrides)
+        experiment = load_experiment(config, overrides)
         checkpoint = None
     output_root = Path(output_root)
     check_writable(output_root)
