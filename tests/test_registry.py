@@ -206,7 +206,7 @@ def test_compare_table_deltas_and_marks():
         "A = `run_a`, B = `run_b`, baseline = `tfidf`",
         "",
         "| stage | metric | A | B | Δ (B−A) | baseline | Δ vs baseline |",
-        "| --- | --- | --: | --: | --: | --: | --: |",
+        "|---|---|--:|--:|--:|--:|--:|",
         "| pretrain | eval_loss | 6.50 | 6.40 | −0.10 ✓ | – | – |",
         "| pretrain | tokens_seen | 1,000,000 | 2,000,000 | +1,000,000 | – | – |",
         "| analysis | dead_dimensions | 0 | 3 | +3 ✗ | – | – |",

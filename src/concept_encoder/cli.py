@@ -114,7 +114,8 @@ def _one_or_grid(rates: list[float] | None) -> float | list[float] | None:
 def evaluate(args: argparse.Namespace) -> int:
     """Fine-tune (or zero-shot) a model on benchmark tasks beside the baselines; results.json + results.md."""
     from .data import resolve_data_dir
-    from .evaluation.finetune import evaluate_tasks, format_results, load_settings, zero_shot_tasks
+    from .evaluation.finetune import evaluate_tasks, load_settings, zero_shot_tasks
+    from .reporting import format_results
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
     tasks = _tasks(args)

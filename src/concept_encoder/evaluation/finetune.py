@@ -45,6 +45,7 @@ from ..config import ConfigError, build_section, read_yaml_mapping
 from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split, pair_hash
 from ..modeling import ConceptEncoderForSentencePairClassification
 from ..precision import resolve_precision
+from ..reporting import format_results
 from ..rundir import write_atomic, write_json
 from .baselines import majority_baseline, tfidf_cosine_baseline, tfidf_linear_baseline
 from .metrics import compute_metrics
@@ -375,36 +376,5 @@ def write_results(output_dir: Path, results: dict) -> None:
     write_atomic(output_dir / "results.md", format_results(results, markdown=True) + "\n")
 
 
-def _headline_rows(results: dict):
-    """(task, split, metric, model summary, baseline name, baseline, TF-IDF + linear) per reported split."""
-    for name, result in results["tasks"].items():
-        metric = result["headline_metric"]
-        base_name = "tfidf_cosine" if "tfidf_cosine" in result["baselines"] else "majority"
-        extra = [k.removesuffix(f"_{metric}") for k in result["summary"] if k.endswith(f"_{metric}")]
-        for split, prefix in ((result.get("split", "validation"), ""), *((e, f"{e}_") for e in extra)):
-            yield (name, split, metric, result["summary"][prefix + metric], base_name,
-                   result["baselines"][base_name].get(prefix + metric),
-                   result["baselines"].get("tfidf_linear", {}).get(prefix + metric))
-
-
-def format_results(results: dict, markdown: bool = False) -> str:
-    """The headline metric of each task, x 100, beside its baselines (plain text, or a markdown table)."""
-    if markdown:
-        lines = [f"Model: `{results['model']}` ({results.get('mode', 'finetune')})", "",
-                 "| task | split | metric | model (mean ± std) | baseline | TF-IDF + linear |", "|---|---|---|---|---|---|"]
-        for name, split, metric, model, base_name, base, linear in _headline_rows(results):
-            linear_text = "–" if linear is None else f"{100 * linear:.2f}"
-            base_text = "–" if base is None else f"{100 * base:.2f} ({base_name})"
-            lines.append(f"| {name} | {split} | {metric} | {100 * model['mean']:.2f} ± {100 * model['std']:.2f} "
-                         f"| {base_text} | {linear_text} |")
-        return "\n".join(lines)
-    lines = [f"{'task':<9}{'split':<12}{'metric':<10}{'model (mean ± std)':>22}{'baseline':>12}  baseline name"]
-    for name, split, metric, model, base_name, base, _ in _headline_rows(results):
-        base_text = "–" if base is None else f"{100 * base:.2f}"
-        lines.append(f"{name:<9}{split:<12}{metric:<10}{100 * model['mean']:>14.2f} ± {100 * model['std']:<5.2f}"
-                     f"{base_text:>12}  {base_name}")
-    return "\n".join(lines)
-
-
-__all__ = ["FinetuneSettings", "Splits", "evaluate_tasks", "finetune_task", "format_results", "hash_split", "protocol_splits",
+__all__ = ["FinetuneSettings", "Splits", "evaluate_tasks", "finetune_task", "hash_split", "protocol_splits",
            "zero_shot_tasks"]

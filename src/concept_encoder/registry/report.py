@@ -12,7 +12,7 @@ import yaml
 from ..analysis import plots
 from ..analysis.gates import evaluate_gates, format_verdicts, load_gates
 from ..config import load_experiment
-from ..evaluation.finetune import format_results
+from ..reporting import format_results, markdown_table
 from ..rundir import (
     ANALYSIS_RESULTS,
     EXPERIMENT_FILE,
@@ -96,8 +96,8 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
         probe = analysis["probe"]
         facts = f"C = {d['num_concepts']}, H = {d['hidden_size']}"
         lines += [f"Probe: {probe['source']} (≤ {probe['max_length']} tokens each); {facts}.", "",
-                  "| diagnostic | value | meaning |", "|---|---|---|"]
-        lines += [f"| `{key}` | {d[key]:.4g} | {meaning} |" for key, meaning in DIAGNOSTICS_SHOWN if key in d]
+                  markdown_table(["diagnostic", "value", "meaning"],
+                                 [[f"`{key}`", f"{d[key]:.4g}", meaning] for key, meaning in DIAGNOSTICS_SHOWN if key in d])]
         for name in ("similarity", "spectrum"):
             source = run_dir / ANALYSIS_RESULTS.parent / Path(analysis["plots"][name]).name
             if source.exists():

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from ..reporting import markdown_table, text_table
+
 MISSING = "–"
 STAGE_ORDER = ("pretrain", "analysis", "finetune", "zero_shot", "baseline")
 # Which way is better, by a substring of the key. Counts and costs have no better side: more steps or a longer
@@ -76,22 +78,6 @@ def _short(value: float | None) -> str:
 # -- layout --------------------------------------------------------------------------------------------------
 
 
-def _text_table(header: list[str], rows: list[list[str]], numeric_from: int) -> str:
-    """Columns padded to width; columns from `numeric_from` on are right-aligned."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        padded = [c.rjust(w) if i >= numeric_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "  ".join(padded).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def _markdown_table(header: list[str], rows: list[list[str]], numeric_from: int) -> str:
-    rule = ["---" if i < numeric_from else "--:" for i in range(len(header))]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, rule, *rows])
-
-
 def _stage_key(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
 
@@ -117,7 +103,7 @@ def format_run_list(rows: list[dict[str, Any]]) -> str:
     header = ["run", "created", "status", *headline]
     table = [[row["run_id"], (row["created"] or "")[:19].replace("T", " "), row["status"],
               *(_short(row.get("headline", {}).get(name)) for name in headline)] for row in rows]
-    return _text_table(header, table, numeric_from=3)
+    return text_table(header, table, numeric_from=3)
 
 
 def format_run(run: dict[str, Any]) -> str:
@@ -167,5 +153,5 @@ def format_compare(a: dict[str, Any], b: dict[str, Any], baseline: dict[str, Any
         rows.append(row)
     if not rows:
         return f"{names}\n\nneither run has metrics recorded yet"
-    table = _markdown_table(header, rows, 2) if markdown else _text_table(header, rows, 2)
+    table = markdown_table(header, rows, 2) if markdown else text_table(header, rows, 2)
     return f"{names}\n\n{table}"

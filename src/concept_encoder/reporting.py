@@ -1,0 +1,58 @@
+"""Tables, on the ground floor: the one place text and markdown tables are laid out, and the one reader of a
+results file's headline numbers (`evaluation/.../results.json`). The registry, the report, the study and the
+evaluation verbs all print through it; none of them lays out a table of its own."""
+
+from __future__ import annotations
+
+
+def markdown_table(header: list[str], rows: list[list[str]], numeric_from: int | None = None) -> str:
+    """A markdown table; columns from `numeric_from` on are right-aligned (None: every column left)."""
+    first_numeric = len(header) if numeric_from is None else numeric_from
+    rule = ["---" if i < first_numeric else "--:" for i in range(len(header))]
+
+    def line(cells) -> str:
+        return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+    return "\n".join([line(header), "|" + "|".join(rule) + "|", *map(line, rows)])
+
+
+def text_table(header: list[str], rows: list[list[str]], numeric_from: int) -> str:
+    """Columns padded to width; columns from `numeric_from` on are right-aligned."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.rjust(w) if i >= numeric_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def headline_rows(results: dict):
+    """(task, split, metric, model summary, baseline name, baseline, TF-IDF + linear) per reported split of a
+    results file: the task's headline metric on its own split, then on each extra split (held-out, mismatched)."""
+    for name, result in results["tasks"].items():
+        metric = result["headline_metric"]
+        base_name = "tfidf_cosine" if "tfidf_cosine" in result["baselines"] else "majority"
+        extra = [k.removesuffix(f"_{metric}") for k in result["summary"] if k.endswith(f"_{metric}")]
+        for split, prefix in ((result.get("split", "validation"), ""), *((e, f"{e}_") for e in extra)):
+            yield (name, split, metric, result["summary"][prefix + metric], base_name,
+                   result["baselines"][base_name].get(prefix + metric),
+                   result["baselines"].get("tfidf_linear", {}).get(prefix + metric))
+
+
+def format_results(results: dict, markdown: bool = False) -> str:
+    """The headline metric of each task, x 100, beside its baselines (plain text, or a markdown table)."""
+    if markdown:
+        rows = []
+        for name, split, metric, model, base_name, base, linear in headline_rows(results):
+            rows.append([name, split, metric, f"{100 * model['mean']:.2f} ± {100 * model['std']:.2f}",
+                         "–" if base is None else f"{100 * base:.2f} ({base_name})",
+                         "–" if linear is None else f"{100 * linear:.2f}"])
+        table = markdown_table(["task", "split", "metric", "model (mean ± std)", "baseline", "TF-IDF + linear"], rows)
+        return f"Model: `{results['model']}` ({results.get('mode', 'finetune')})\n\n{table}"
+    lines = [f"{'task':<9}{'split':<12}{'metric':<10}{'model (mean ± std)':>22}{'baseline':>12}  baseline name"]
+    for name, split, metric, model, base_name, base, _ in headline_rows(results):
+        base_text = "–" if base is None else f"{100 * base:.2f}"
+        lines.append(f"{name:<9}{split:<12}{metric:<10}{100 * model['mean']:>14.2f} ± {100 * model['std']:<5.2f}"
+                     f"{base_text:>12}  {base_name}")
+    return "\n".join(lines)
