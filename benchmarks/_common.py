@@ -137,13 +137,14 @@ def pretrained_at_seed(config: str, seed: int, overrides: list[str], data_dir: P
                        name: str | None = None) -> Path:
     """The run of `config` at one seed (`training.seed`: initial weights and data order; `objective.seed`: the
     noise stream) under `output/NAME` (default seed{seed}): trained if absent, resumed if stopped, reused if done."""
+    from concept_encoder.analysis.callbacks import attach_during_training
     from concept_encoder.training import pretrain
 
     name = name or f"seed{seed}"
     run_dir = output / name
     if run_dir.is_dir() and not (run_dir / "model").is_dir():  # stopped: continue from its last checkpoint
-        pretrain(resume=run_dir, data_dir=data_dir)
+        pretrain(resume=run_dir, data_dir=data_dir, attach=attach_during_training)
     elif not run_dir.is_dir():
         pretrain(config, [*overrides, f"training.seed={seed}", f"objective.seed={seed}", f"training.run_name={name}"],
-                 data_dir, output)
+                 data_dir, output, attach=attach_during_training)
     return run_dir

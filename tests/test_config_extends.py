@@ -22,7 +22,13 @@ def test_a_child_merges_over_its_base_section_by_section(tmp_path):
     base = write(tmp_path / "plan" / "base.yaml", f"base: {PLAN}\n")  # an absolute base, then a relative one
     child = write(tmp_path / "micro" / "child.yaml", """base: ../plan/base.yaml
 model: {hidden_size: 64, num_concepts: 8, num_attention_heads: 4, intermediate_size: 128, max_position_embeddings: 64}
-data: {corpus: [wikitext/wiki.valid.raw.gz], tokenizer: null, train_tokenizer: wordpiece, num_proc: null, block_size: 64}
+data:
+  corpus: [wikitext/wiki.valid.raw.gz]
+  tokenizer: !default
+  train_tokenizer: wordpiece
+  num_proc: !default
+  block_size: 64
+  max_validation_blocks: null
 training: {max_steps: 20}
 """)
     plan, extended = load_experiment(PLAN), load_experiment(child)
@@ -32,6 +38,7 @@ training: {max_steps: 20}
     defaults = {f.name: f.default for f in dataclasses.fields(extended.data)}
     assert plan.data.num_proc != defaults["num_proc"] and extended.data.num_proc == defaults["num_proc"]  # null: default
     assert extended.data.train_tokenizer == "wordpiece" and extended.data.tokenizer == defaults["tokenizer"]
+    assert extended.data.max_validation_blocks is None  # null is None, as in any file; only !default removes
     assert extended.training.max_steps == 20 and extended.training.learning_rate == plan.training.learning_rate
     assert extended.objective == plan.objective
 
@@ -62,7 +69,7 @@ def test_an_unknown_key_in_a_child_is_still_an_error(tmp_path):
 
 def test_a_list_of_bases_merges_left_to_right(tmp_path):
     """How the micro twins are written: the plan config, then the shared micro scale, then the twin's own keys."""
-    write(tmp_path / "scale.yaml", "training: {max_steps: 30, learning_rate: 0.002, warmup_steps: null}\n")
+    write(tmp_path / "scale.yaml", "training: {max_steps: 30, learning_rate: 0.002, warmup_steps: !default ''}\n")
     child = write(tmp_path / "child.yaml", f"base: [{PLAN}, scale.yaml]\ntraining: {{max_steps: 10}}\n")
     plan, extended = load_experiment(PLAN), load_experiment(child)
     assert (extended.training.max_steps, extended.training.learning_rate) == (10, 0.002)

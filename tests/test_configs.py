@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from concept_encoder.cli import main
-from concept_encoder.config import ConfigError, load_experiment, read_experiment_mapping
+from concept_encoder.config import ConfigError, YamlDumper, load_experiment, parse_yaml, read_experiment_mapping
 
 from .test_pretrain import history
 
@@ -53,14 +53,15 @@ def test_micro_twin_trains_and_its_loss_falls(tmp_path, path):
 def test_a_micro_twin_extends_its_plan_config_and_states_only_what_differs(path, tmp_path):
     """Its bases are its plan config and the shared `_scale.yaml`, and every key it sets changes the resolved
     config: a key that repeated its bases would hide which settings are the twin's own."""
-    raw = yaml.safe_load(path.read_text())
+    raw = parse_yaml(path.read_text())
     assert raw.pop("base") == [f"../plan/{path.name}", "_scale.yaml"]
     bases = [str((path.parent / name).resolve()) for name in (f"../plan/{path.name}", "_scale.yaml")]
     resolved = load_experiment(path).to_dict()
     for section, body in raw.items():
         for key in body:
             trial = tmp_path / f"{section}.{key}.yaml"
-            trial.write_text(yaml.safe_dump({"base": bases, **raw, section: {k: v for k, v in body.items() if k != key}}))
+            trial.write_text(yaml.dump({"base": bases, **raw, section: {k: v for k, v in body.items() if k != key}},
+                                       Dumper=YamlDumper))
             try:
                 changed = load_experiment(trial).to_dict() != resolved
             except ConfigError:  # without the key the twin is not even valid: it is needed

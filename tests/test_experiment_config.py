@@ -31,6 +31,7 @@ def test_the_model_section_is_a_typed_config_and_the_record_round_trips(tmp_path
     (["objective.name=simcse", "model.deep_supervision_segments=2", "model.weight_sharing=true",
       "model.num_iterations=2"], "deep_supervision_segments: objective simcse decodes nothing"),
     (["objective.name=diffusion"], "objective diffusion and decoder_type diffusion go together"),
+    (["analysis.batch_size=1"], "[analysis] batch_size: must be at least 2"),
 ])
 def test_cross_section_rules_fail_at_load_before_any_data_is_read(overrides, message):
     """The corpus is a file that does not exist: the rule must fire first, from the config alone."""

@@ -190,7 +190,8 @@ class AnalysisConfig:
 
     def check(self) -> None:
         _require(self.probe_documents >= 2, "probe_documents", "must be at least 2")
-        _require(self.batch_size > 0, "batch_size", "must be positive")
+        _require(self.batch_size >= 2, "batch_size", "must be at least 2 (the concept ablation gives each sample "
+                 "another sample's concepts from the same batch)")
         _require(self.during_training_blocks >= 2, "during_training_blocks", "must be at least 2")
         _require(self.probe_max_length is None or self.probe_max_length >= 2, "probe_max_length", "must be >= 2")
 
@@ -352,6 +353,25 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+class _Default:
+    """`!default`: in a file that extends others, remove the key its bases set, so the key's default applies
+    (`null` keeps meaning None, as everywhere else)."""
+
+    def __repr__(self) -> str:
+        return "!default"
+
+
+DEFAULT = _Default()
+_YamlLoader.add_constructor("!default", lambda loader, node: DEFAULT)
+
+
+class YamlDumper(yaml.SafeDumper):
+    """Writes `!default` back as itself (configs that extend others)."""
+
+
+YamlDumper.add_representer(_Default, lambda dumper, value: dumper.represent_scalar("!default", ""))
+
+
 def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)
 
@@ -387,10 +407,10 @@ BASE_KEY = "base"  # an experiment file may extend others: `base: ../plan/diffus
 def read_experiment_mapping(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """An experiment file's mapping with its `base` files merged in. `base` is one path or a list, relative to
     the file that names it; the bases merge left to right, then this file's keys over them, section by section
-    (a nested mapping merges, any other value replaces; `null` removes the key, so its default applies)."""
+    (a nested mapping merges, any other value replaces, `!default` removes the key so its default applies)."""
     raw = read_yaml_mapping(path)
     if BASE_KEY not in raw:
-        return raw
+        return raw  # its `!default`s still apply to whatever it is merged over
     bases = raw.pop(BASE_KEY)
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b.strip() for b in bases):
@@ -411,10 +431,10 @@ def read_experiment_mapping(path: Path, chain: tuple[Path, ...] = ()) -> dict[st
 def _merged(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in child.items():
-        if value is None:
+        if value is DEFAULT:
             out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = _merged(out[key] if isinstance(out.get(key), dict) else {}, value)
         else:
             out[key] = value
     return out
@@ -424,7 +444,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[s
     """Read a YAML experiment file (with the files it extends), apply overrides, and check its sections (not yet
     their keys)."""
     path = Path(path)
-    raw = read_experiment_mapping(path)
+    raw = _merged({}, read_experiment_mapping(path))  # a `!default` with nothing below it is an absent key
     for text in overrides:
         keys, value = parse_override(text)
         node = raw.setdefault(keys[0], {})

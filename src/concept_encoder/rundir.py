@@ -90,8 +90,9 @@ def tokenizer_folder(source: str | Path) -> Path | str:
     path = Path(source)
     if (path / TOKENIZER_DIR).is_dir():  # a run folder
         return path / TOKENIZER_DIR
-    if (path / "config.json").exists() and (path.parent / TOKENIZER_DIR).is_dir():  # a run's model/ folder
-        return path.parent / TOKENIZER_DIR
+    has_own = any((path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
+    if not has_own and (path / "config.json").exists() and (path.parent / TOKENIZER_DIR).is_dir():
+        return path.parent / TOKENIZER_DIR  # a run's model/ folder saved without its tokenizer
     return source
 
 

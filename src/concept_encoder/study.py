@@ -162,7 +162,7 @@ def _benchmark_table(rows, reference: dict | None, reference_name: str | None) -
         table += [[label, *(_cell(b, "baseline", f"{task}.{baseline}.{metric}") if stage in stages else "–"
                             for stage, task, metric in columns)] for baseline, label, stages in BASELINE_ROWS]
     if reference:  # an uncompressed encoder, zero-shot only
-        summary = {t: r["summary"] for t, r in reference["tasks"].items()}
+        summary = {t: r.get("summary", {}) for t, r in reference["tasks"].items()}
         table.append([f"_{reference_name} (uncompressed reference, mean pooling)_",
                       *(f"{summary[task][metric]['mean'] * 100:.1f}" if stage == "zero_shot"
                         and metric in summary.get(task, {}) else "–" for stage, task, metric in columns)])
