@@ -136,3 +136,25 @@ def test_an_impossible_evaluation_fails_before_pretraining(tmp_path, capsys, ove
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing was trained nor written
+
+
+def test_the_pipeline_parses_the_experiment_file_once(tmp_path, monkeypatch):
+    """Every stage receives the parsed ExperimentConfig: a wrapper counts the parses in every module that could."""
+    import importlib
+
+    from concept_encoder import config as config_module
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return config_module.load_experiment(*args, **kwargs)
+
+    for name in ("experiment", "training.pretrain", "analysis.analyze", "registry.report", "study"):
+        module = importlib.import_module(f"concept_encoder.{name}")
+        monkeypatch.setattr(module, "load_experiment", counted)
+    args = ["experiment", str(MICRO), "--output-dir", str(tmp_path), "--registry", str(tmp_path / "r.sqlite")]
+    for override in [*QUICK, "training.run_name=once", "evaluation.zero_shot_tasks=[]"]:
+        args += ["--set", override]
+    assert main(args) == 0
+    assert calls == [str(MICRO)], calls

@@ -91,7 +91,7 @@ def run_experiment(
         registry.set_status(run_id, "complete")
     finally:
         registry.close()
-    return run_dir, verdicts_for(run_dir)
+    return run_dir, verdicts_for(run_dir, experiment)
 
 
 def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str], settings) -> None:
@@ -114,6 +114,6 @@ def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str
         mark_stage(run_dir, "evaluate", started)
 
     started = time.time()
-    build_report(run_dir)  # always rebuilt: cheap, and it reflects whatever is on disk now
+    build_report(run_dir, experiment)  # always rebuilt: cheap, and it reflects whatever is on disk now
     mark_stage(run_dir, "report", started)
 

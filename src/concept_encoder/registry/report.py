@@ -11,7 +11,7 @@ import yaml
 
 from ..analysis import plots
 from ..analysis.gates import evaluate_gates, format_verdicts, load_gates
-from ..config import load_experiment
+from ..config import ExperimentConfig, load_experiment
 from ..reporting import format_results, markdown_table
 from ..rundir import (
     ANALYSIS_RESULTS,
@@ -45,8 +45,9 @@ DIAGNOSTICS_SHOWN = [  # (key, what it says)
 ]
 
 
-def verdicts_for(run_dir: Path):
-    experiment = load_experiment(run_dir / EXPERIMENT_FILE)
+def verdicts_for(run_dir: Path, experiment: ExperimentConfig | None = None):
+    """The gate verdicts of a run folder (`experiment`: its parsed config, when the caller holds it)."""
+    experiment = experiment or load_experiment(run_dir / EXPERIMENT_FILE)
     gates = load_gates(experiment.analysis.gates)
     return evaluate_gates(gates, flatten(run_metrics(run_dir)), run_facts(experiment))
 
@@ -60,18 +61,19 @@ def _benchmark_rows(results: dict | None, mode: str) -> list[tuple[str, float, d
     return rows
 
 
-def build_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write report/report.md and report/report.html for a run folder; returns both paths."""
+def build_report(run_dir: str | Path, experiment: ExperimentConfig | None = None) -> tuple[Path, Path]:
+    """Write report/report.md and report/report.html for a run folder; returns both paths. `experiment`: the run's
+    parsed config when the caller holds it (the pipeline), else its experiment.yaml is read."""
     run_dir = Path(run_dir)
     if not (run_dir / EXPERIMENT_FILE).exists():
         raise FileNotFoundError(f"{run_dir}: not a run folder ({EXPERIMENT_FILE} missing)")
     out = run_dir / REPORT_DIR
-    experiment = load_experiment(run_dir / EXPERIMENT_FILE)
+    experiment = experiment or load_experiment(run_dir / EXPERIMENT_FILE)
     summary = read_json(run_dir / TRAIN_SUMMARY) or {}
     analysis = read_json(run_dir / ANALYSIS_RESULTS)
     finetune, zero_shot = read_json(run_dir / FINETUNE_RESULTS), read_json(run_dir / ZERO_SHOT_RESULTS)
     history = (read_json(run_dir / LOG_HISTORY) or {}).get("log_history", [])
-    verdicts = verdicts_for(run_dir)
+    verdicts = verdicts_for(run_dir, experiment)
 
     lines = [f"# {run_dir.name}", ""]
     model = yaml.safe_dump(experiment.model_section, default_flow_style=True, width=1000).strip()
