@@ -153,13 +153,14 @@ def test_every_default_threshold_separates_two_verdicts():
 def test_a_gain_within_the_noise_does_not_pass_gate3():
     assert verdict("gate3_recursive", 0.0017, weight_sharing=True) != "pass"  # the recursive contender's +0.17 points
     gate = next(g for g in load_gates() if g.id == "gate3_recursive")
-    assert gate.compares and gate.noise > 0.0017 and gate.noise_source
+    assert gate.compares and gate.noise_source.startswith("benchmarks/gate_noise.py")
+    assert 0.0017 <= gate.noise  # the study's +0.17 points is within one seed-to-seed std of no gain
 
 
 @pytest.mark.parametrize("gate, value, expected", [
     ("gate1_stsb", 0.703, "fail"), ("gate2_stsb", 0.753, "fail"),  # above the bound, inside its noise (0.006)
     ("todo11_diffusion", 0.503, "partial"), ("todo11_diffusion", 0.303, "fail"),
-    ("gate3_recursive", 0.025, "fail"),  # above the pass bound 0.02, inside the noise 0.01
+    ("gate3_recursive", 0.021, "fail"),  # above the pass bound 0.02, inside the noise 0.0017
 ])
 def test_a_value_inside_the_noise_band_of_a_threshold_gets_the_lower_verdict(gate, value, expected):
     assert verdict(gate, value, objective="diffusion", weight_sharing=True) == expected
