@@ -42,6 +42,7 @@ K_SWEEP_RESULTS = Path(ANALYSIS_DIR) / "k_sweep.json"
 FINETUNE_RESULTS = Path("evaluation") / "finetune" / "results.json"
 ZERO_SHOT_RESULTS = Path("evaluation") / "zero_shot" / "results.json"
 REPORT_DIR = "report"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # what a saved tokenizer folder holds
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -90,10 +91,13 @@ def tokenizer_folder(source: str | Path) -> Path | str:
     path = Path(source)
     if (path / TOKENIZER_DIR).is_dir():  # a run folder
         return path / TOKENIZER_DIR
-    has_own = any((path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
-    if not has_own and (path / "config.json").exists() and (path.parent / TOKENIZER_DIR).is_dir():
+    if not has_tokenizer(path) and (path / "config.json").exists() and (path.parent / TOKENIZER_DIR).is_dir():
         return path.parent / TOKENIZER_DIR  # a run's model/ folder saved without its tokenizer
     return source
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any((Path(folder) / name).exists() for name in TOKENIZER_FILES)
 
 
 def newest_run(folder: Path) -> Path | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import torch
 
+from ..modeling.diffusion import text_positions
 from ..modeling.embeddings import default_positions
 from ..modeling.modeling_concept_encoder import IGNORE_INDEX
 
@@ -63,17 +64,11 @@ def collated_batches(collator, features: list[dict], batch_size: int) -> list[di
     return [collator(features[start : start + batch_size]) for start in range(0, len(features), batch_size)]
 
 
-def scored_positions(ids: torch.Tensor, config) -> torch.Tensor:
-    """[B, N] bool: the text's real tokens (not pad, [CLS] or [SEP]), the ones a decoder is asked to rebuild."""
-    special = [i for i in (config.pad_token_id, config.cls_token_id, config.sep_token_id) if i is not None]
-    return ~torch.isin(ids, torch.tensor(special, device=ids.device))
-
-
 def noised_batch(ids: torch.Tensor, config, t: float, seed: int = 0) -> dict[str, torch.Tensor]:
     """A diffusion batch of unpadded blocks [B, N] with a share t of the scored tokens masked, one noise level
     for every block (the training collator draws t per block; a fixed t shows the loss at that level)."""
     noise = torch.rand(ids.shape, generator=torch.Generator().manual_seed(seed)).to(ids.device)
-    masked = scored_positions(ids, config) & (noise < t)
+    masked = text_positions(ids, config) & (noise < t)
     return {"input_ids": ids.masked_fill(masked, config.mask_token_id), "attention_mask": torch.ones_like(ids),
             "labels": ids.masked_fill(~masked, IGNORE_INDEX), "noise_level": torch.full((len(ids),), t, device=ids.device)}
 
@@ -85,9 +80,9 @@ def reconstruction_against_frequency(model, train_ids: torch.Tensor, held_out_id
     unigram frequencies: accuracy vs always guessing the most frequent training token, and the masked-token
     cross-entropy at noise level t vs the (add-one) unigram distribution's."""
     config = model.config
-    scored = scored_positions(held_out_ids, config)
+    scored = text_positions(held_out_ids, config)
     targets = held_out_ids[scored]
-    counts = torch.bincount(train_ids[scored_positions(train_ids, config)], minlength=config.vocab_size).float()
+    counts = torch.bincount(train_ids[text_positions(train_ids, config)], minlength=config.vocab_size).float()
     unigram = (counts + 1) / (counts + 1).sum()
     rebuilt = model.reconstruct(held_out_ids, temperature=0.0, steps=steps)
     return {

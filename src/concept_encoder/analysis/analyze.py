@@ -15,19 +15,21 @@ from .ablation import collated_batches, concept_ablation
 from .probe import ProbeError, probe, read_probe_file, validation_documents
 
 
-def load_concept_encoder(model_dir: Path):
-    """The encoder alone (`ConceptEncoderModel`) and the tokenizer beside it."""
+def load_concept_encoder(model_dir: Path, with_decoder: bool = False):
+    """The encoder alone (`ConceptEncoderModel`), or with its decoder (`ConceptEncoderForMaskedLM`), and the
+    tokenizer beside it."""
     from ..evaluation.zero_shot import model_tokenizer
 
     config = AutoConfig.from_pretrained(model_dir)
     if config.model_type != "concept_encoder":
         raise ConfigError(f"{model_dir}: model_type {config.model_type!r} is not a concept encoder")
-    return AutoModel.from_pretrained(model_dir).eval(), model_tokenizer(model_dir)
+    model_class = ConceptEncoderForMaskedLM if with_decoder else AutoModel
+    return model_class.from_pretrained(model_dir).eval(), model_tokenizer(model_dir)
 
 
-def ablate(model_dir: Path, tokenizer, texts: list[str], objective, max_length: int, batch_size: int) -> dict:
+def ablate(model: ConceptEncoderForMaskedLM, tokenizer, texts: list[str], objective, max_length: int,
+           batch_size: int) -> dict:
     """The concept ablation (`ablation.py`) on the probe texts, noised by the objective's evaluation collator."""
-    model = ConceptEncoderForMaskedLM.from_pretrained(model_dir).eval()
     collator = build_collator(objective, tokenizer, objective.eval_seed, model.config)
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     return concept_ablation(model, collated_batches(collator, [{"input_ids": row, "index": i} for i, row in
@@ -51,12 +53,14 @@ def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: 
         source = f"first {len(texts)} held-out validation documents of {experiment.data.corpus}"
     else:
         raise ProbeError(f"{model_dir}: not inside a run folder, so there is no corpus to probe; give a probe file")
-    model, tokenizer = load_concept_encoder(model_dir)
+    decodes = experiment is not None and experiment.objective.name not in TASKLESS_OBJECTIVES
+    loaded, tokenizer = load_concept_encoder(model_dir, with_decoder=decodes)  # one load for probe and ablation
+    model = loaded.encoder if decodes else loaded
     max_length = settings.probe_max_length or (experiment.data.block_size if experiment else 128)
     max_length = min(max_length, model.config.max_position_embeddings)
     result = probe(model, tokenizer, texts, max_length, settings.batch_size)
-    if experiment is not None and experiment.objective.name not in TASKLESS_OBJECTIVES:
-        result["diagnostics"].update(ablate(model_dir, tokenizer, texts, experiment.objective, max_length,
+    if decodes:
+        result["diagnostics"].update(ablate(loaded, tokenizer, texts, experiment.objective, max_length,
                                             settings.batch_size))
 
     output_dir = output_dir or (run_dir or model_dir) / ANALYSIS_DIR

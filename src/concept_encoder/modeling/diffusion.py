@@ -147,6 +147,13 @@ class DiffusionDecoder(nn.Module):
         return self.norm(x)
 
 
+def text_positions(ids: torch.Tensor, config) -> torch.Tensor:
+    """[B, N] bool: the text's own tokens (not pad nor a special marker), the ones a denoiser rebuilds."""
+    special = [i for i in (config.pad_token_id, config.cls_token_id, config.sep_token_id, config.bos_token_id,
+                           config.eos_token_id) if i is not None]
+    return ~torch.isin(ids, torch.tensor(special, device=ids.device))
+
+
 @torch.no_grad()
 def reconstruct(
     model,  # a ConceptEncoderForMaskedLM with decoder_type diffusion
@@ -170,9 +177,7 @@ def reconstruct(
         raise ValueError("reconstruct needs decoder_type='diffusion'")
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     positions = default_positions(input_ids)
-    specials = [i for i in (model.config.pad_token_id, model.config.cls_token_id, model.config.sep_token_id,
-                            model.config.bos_token_id, model.config.eos_token_id) if i is not None]
-    fill = real & ~torch.isin(input_ids, torch.tensor(specials, device=input_ids.device))
+    fill = real & text_positions(input_ids, model.config)
     visible = real
     if prefix_length is not None:
         fill &= positions >= prefix_length

@@ -28,13 +28,12 @@ from transformers.utils import logging
 from ..config import ConfigError
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..modeling.modeling_concept_encoder import shared_layer_state
-from ..rundir import EXPERIMENT_FILE, MODEL_DIR, TOKENIZER_DIR
+from ..rundir import EXPERIMENT_FILE, MODEL_DIR, TOKENIZER_DIR, has_tokenizer, tokenizer_folder
 
 logger = logging.get_logger(__name__)
 
 WIDTH_FIELDS = ("hidden_size", "token_dim", "num_concepts", "vocab_size")  # what no warm start can bridge
 WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 @dataclass
@@ -97,19 +96,15 @@ def find_source(given: str, where: str) -> Source:
                               "checkpoint-N folders instead)")
     elif (folder / "config.json").exists():  # a model or checkpoint folder: its own tokenizer, else its run's
         model_dir = folder
-        tokenizer_dir = folder if _has_tokenizer(folder) else folder.parent / TOKENIZER_DIR
+        tokenizer_dir = Path(tokenizer_folder(folder))
     else:
         raise ConfigError(f"{error} no such run folder (model/ + {EXPERIMENT_FILE}) or model folder (config.json)")
     if not (model_dir / WEIGHTS_FILE).exists():
         raise ConfigError(f"{error} no {WEIGHTS_FILE} in {model_dir}")
-    if not _has_tokenizer(tokenizer_dir):
+    if not has_tokenizer(tokenizer_dir):
         raise ConfigError(f"{error} no tokenizer beside the weights (looked in {tokenizer_dir}); the run must read "
                           "the source's token ids")
     return Source(given, folder, model_dir, tokenizer_dir)
-
-
-def _has_tokenizer(folder: Path) -> bool:
-    return any((folder / name).exists() for name in TOKENIZER_FILES)
 
 
 def plan_warm_start(source: Source, run_config: ConceptEncoderConfig, init_layer: int | None,
