@@ -71,3 +71,20 @@ def test_the_checker_sees_relative_absolute_and_function_level_imports(tmp_path)
     cli = imported_parts(PACKAGE / "cli.py")
     assert {"training", "registry", "analysis"} <= cli  # function-level imports of the verbs
     assert "offline" in imported_parts(PACKAGE / "modeling" / "backbone.py")  # absolute, guarded
+
+
+RESULT_FILES = ("TRAIN_SUMMARY", "ANALYSIS_RESULTS", "FINETUNE_RESULTS", "ZERO_SHOT_RESULTS", "K_SWEEP_RESULTS",
+                "LOG_HISTORY")
+
+
+def test_one_reader_of_a_run_folders_results():
+    """The report, the study, the gates and the registry read a run's result files through `read_run`; a module
+    that opens one itself (`read_json(run_dir / FINETUNE_RESULTS)`) would have a second view of the run."""
+    readers = set()
+    for module in MODULES:
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "read_json":
+                names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                if names & set(RESULT_FILES):
+                    readers.add(str(module.relative_to(PACKAGE)))
+    assert readers == {"registry/collect.py"}, readers

@@ -19,7 +19,7 @@ from .data import resolve_data_dir
 from .data.tasks import TASKS, get_task, resolve_tasks
 from .evaluation.finetune import zero_shot_tasks
 from .experiment import run_experiment
-from .registry.collect import run_metrics
+from .registry.collect import read_run, run_metrics
 from .registry.report import verdicts_for
 from .reporting import markdown_table
 from .rundir import EXPERIMENT_FILE, K_SWEEP_RESULTS, MODEL_DIR, finished_stages, newest_run, read_json, write_atomic
@@ -113,8 +113,8 @@ def _contender_rows(study: StudyConfig) -> list[tuple[str, Path, dict, object, l
     for name in study.contenders:
         run_dir = contender_run(Path(study.output_dir), name)
         if run_dir is not None:
-            rows.append((name, run_dir, run_metrics(run_dir), load_experiment(run_dir / EXPERIMENT_FILE),
-                         verdicts_for(run_dir)))
+            run = read_run(run_dir)
+            rows.append((name, run_dir, run_metrics(run), load_experiment(run_dir / EXPERIMENT_FILE), verdicts_for(run)))
     return rows
 
 
@@ -201,7 +201,7 @@ def study_tables(study: StudyConfig, source: Path) -> str:
 
     if study.k_sweep_contender:
         run_dir = contender_run(Path(study.output_dir), study.k_sweep_contender)
-        sweep = read_json(run_dir / K_SWEEP_RESULTS) if run_dir else None
+        sweep = read_run(run_dir).k_sweep if run_dir else None
         if sweep:
             ks = list(sweep["points"])
             out += ["", f"### Recursive K sweep ({study.k_sweep_contender}, trained at K = {sweep['trained_k']})", "",

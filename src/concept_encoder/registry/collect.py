@@ -1,5 +1,8 @@
 """A run folder's files -> metrics by stage, as the registry stores them and the gates read them.
 
+`read_run` is the one reader of a run folder's result files: the registry, the gates, the report and the study
+all take its `RunFiles`, so none of them opens a results file of its own.
+
 Layout read (each part optional): `train_summary.json` (pretrain), `analysis/analysis.json`,
 `evaluation/finetune/results.json`, `evaluation/zero_shot/results.json`, `analysis/k_sweep.json`.
 Metrics are {stage: {key: (value, std or None)}}; baselines go to stage `baseline` as `TASK.NAME.METRIC`.
@@ -8,6 +11,7 @@ Metrics are {stage: {key: (value, std or None)}}; baselines go to stage `baselin
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..rundir import (
@@ -16,6 +20,7 @@ from ..rundir import (
     FINETUNE_RESULTS,
     INIT_REPORT_FILE,
     K_SWEEP_RESULTS,
+    LOG_HISTORY,
     MODEL_DIR,
     REPORT_DIR,
     TRAIN_SUMMARY,
@@ -30,21 +35,43 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def run_metrics(run_dir: Path) -> dict[str, dict[str, tuple[float, float | None]]]:
+@dataclass(frozen=True)
+class RunFiles:
+    """The result files of one run folder, each None until its stage has run."""
+
+    run_dir: Path
+    summary: dict | None
+    analysis: dict | None
+    finetune: dict | None
+    zero_shot: dict | None
+    k_sweep: dict | None
+    log_history: list
+
+    @property
+    def evaluations(self) -> dict[str, dict]:
+        """{stage: results} of the evaluation stages that have run."""
+        return {stage: r for stage, r in (("finetune", self.finetune), ("zero_shot", self.zero_shot)) if r}
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
     run_dir = Path(run_dir)
+    return RunFiles(run_dir, read_json(run_dir / TRAIN_SUMMARY), read_json(run_dir / ANALYSIS_RESULTS),
+                    read_json(run_dir / FINETUNE_RESULTS), read_json(run_dir / ZERO_SHOT_RESULTS),
+                    read_json(run_dir / K_SWEEP_RESULTS), (read_json(run_dir / LOG_HISTORY) or {}).get("log_history", []))
+
+
+def run_metrics(run: str | Path | RunFiles) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """{stage: {key: (value, std or None)}} of a run folder (or of the files already read from it)."""
+    run = run if isinstance(run, RunFiles) else read_run(run)
     stages: dict[str, dict[str, tuple[float, float | None]]] = {}
-    summary = read_json(run_dir / TRAIN_SUMMARY)
-    if summary:
-        stages["pretrain"] = {k: (float(summary[k]), None) for k in PRETRAIN_KEYS if _number(summary.get(k))}
-    analysis = read_json(run_dir / ANALYSIS_RESULTS)
-    if analysis:
-        stages["analysis"] = {k: (float(v), None) for k, v in analysis["diagnostics"].items() if _number(v)}
-    sweep = read_json(run_dir / K_SWEEP_RESULTS)
-    if sweep and "gain_12_over_6" in sweep:
-        stages.setdefault("analysis", {})["k_sweep_gain_12_over_6"] = (float(sweep["gain_12_over_6"]), None)
-    for stage, path in (("finetune", FINETUNE_RESULTS), ("zero_shot", ZERO_SHOT_RESULTS)):
-        results = read_json(run_dir / path)
-        for task, result in (results or {}).get("tasks", {}).items():
+    if run.summary:
+        stages["pretrain"] = {k: (float(run.summary[k]), None) for k in PRETRAIN_KEYS if _number(run.summary.get(k))}
+    if run.analysis:
+        stages["analysis"] = {k: (float(v), None) for k, v in run.analysis["diagnostics"].items() if _number(v)}
+    if run.k_sweep and "gain_12_over_6" in run.k_sweep:
+        stages.setdefault("analysis", {})["k_sweep_gain_12_over_6"] = (float(run.k_sweep["gain_12_over_6"]), None)
+    for stage, results in run.evaluations.items():
+        for task, result in results.get("tasks", {}).items():
             for metric, value in result["summary"].items():
                 if _number(value["mean"]):
                     stages.setdefault(stage, {})[f"{task}.{metric}"] = (value["mean"], value.get("std"))

@@ -16,16 +16,10 @@ from ..reporting import format_results, markdown_table
 from ..rundir import (
     ANALYSIS_RESULTS,
     EXPERIMENT_FILE,
-    FINETUNE_RESULTS,
-    K_SWEEP_RESULTS,
-    LOG_HISTORY,
     REPORT_DIR,
-    TRAIN_SUMMARY,
-    ZERO_SHOT_RESULTS,
-    read_json,
     write_atomic,
 )
-from .collect import flatten, run_facts, run_metrics
+from .collect import RunFiles, flatten, read_run, run_facts, run_metrics
 
 DIAGNOSTICS_SHOWN = [  # (key, what it says)
     ("effective_rank_per_sample", "RankMe of one input's C concepts (collapse within an input)"),
@@ -45,11 +39,13 @@ DIAGNOSTICS_SHOWN = [  # (key, what it says)
 ]
 
 
-def verdicts_for(run_dir: Path, experiment: ExperimentConfig | None = None):
-    """The gate verdicts of a run folder (`experiment`: its parsed config, when the caller holds it)."""
-    experiment = experiment or load_experiment(run_dir / EXPERIMENT_FILE)
+def verdicts_for(run: Path | RunFiles, experiment: ExperimentConfig | None = None):
+    """The gate verdicts of a run folder, or of its files already read (`experiment`: its parsed config, when the
+    caller holds it)."""
+    run = run if isinstance(run, RunFiles) else read_run(run)
+    experiment = experiment or load_experiment(run.run_dir / EXPERIMENT_FILE)
     gates = load_gates(experiment.analysis.gates)
-    return evaluate_gates(gates, flatten(run_metrics(run_dir)), run_facts(experiment))
+    return evaluate_gates(gates, flatten(run_metrics(run)), run_facts(experiment))
 
 
 def _benchmark_rows(results: dict | None, mode: str) -> list[tuple[str, float, dict[str, float]]]:
@@ -69,11 +65,10 @@ def build_report(run_dir: str | Path, experiment: ExperimentConfig | None = None
         raise FileNotFoundError(f"{run_dir}: not a run folder ({EXPERIMENT_FILE} missing)")
     out = run_dir / REPORT_DIR
     experiment = experiment or load_experiment(run_dir / EXPERIMENT_FILE)
-    summary = read_json(run_dir / TRAIN_SUMMARY) or {}
-    analysis = read_json(run_dir / ANALYSIS_RESULTS)
-    finetune, zero_shot = read_json(run_dir / FINETUNE_RESULTS), read_json(run_dir / ZERO_SHOT_RESULTS)
-    history = (read_json(run_dir / LOG_HISTORY) or {}).get("log_history", [])
-    verdicts = verdicts_for(run_dir, experiment)
+    run = read_run(run_dir)
+    summary, analysis, history = run.summary or {}, run.analysis, run.log_history
+    finetune, zero_shot = run.finetune, run.zero_shot
+    verdicts = verdicts_for(run, experiment)
 
     lines = [f"# {run_dir.name}", ""]
     model = yaml.safe_dump(experiment.model_section, default_flow_style=True, width=1000).strip()
@@ -120,7 +115,7 @@ def build_report(run_dir: str | Path, experiment: ExperimentConfig | None = None
                                 out / "benchmarks.png")
     lines += [f"![benchmarks]({bars.name})", ""] if bars else ["Not evaluated yet (`concept-encoder evaluate`).", ""]
 
-    sweep = read_json(run_dir / K_SWEEP_RESULTS)
+    sweep = run.k_sweep
     if sweep:
         points = [(int(k), v) for k, v in sweep["points"].items()]
         png = plots.line(points, out / "k_sweep.png", "iterations K at test time", sweep["metric"],
