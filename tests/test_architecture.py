@@ -12,6 +12,7 @@ FLOORS = [  # lowest first; a module imports its own package and the floors belo
     {"modeling"},
     {"data", "objectives"},
     {"config"},
+    {"inference"},  # a trained model -> vectors: loading, pooling, corpus encoding, the sentence-transformers export
     {"training", "evaluation"},
     {"analysis"},
     {"registry"},
@@ -74,7 +75,7 @@ def test_the_checker_sees_relative_absolute_and_function_level_imports(tmp_path)
 
 
 RESULT_FILES = ("TRAIN_SUMMARY", "ANALYSIS_RESULTS", "FINETUNE_RESULTS", "ZERO_SHOT_RESULTS", "K_SWEEP_RESULTS",
-                "LOG_HISTORY")
+                "LOG_HISTORY", "MTEB_RESULTS")
 
 
 def test_one_reader_of_a_run_folders_results():

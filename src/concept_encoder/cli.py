@@ -252,6 +252,71 @@ def publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """A trained concept encoder as a sentence-transformers folder."""
+    from .inference.sentence_transformers import export as write_export
+
+    folder = write_export(args.run, args.to, args.format, args.pooling, args.max_length)
+    print(f"exported: {folder} (load: SentenceTransformer({str(folder)!r}, trust_remote_code=True))")
+    return 0
+
+
+def encode(args: argparse.Namespace) -> int:
+    """A file of texts -> a vectors file, streamed and resumable."""
+    from .inference.corpus import encode_file
+
+    summary = encode_file(args.run, args.file, args.out, pooling=args.pooling, what=args.what,
+                          normalize=not args.no_normalize, field=args.field, id_field=args.id_field,
+                          batch_size=args.batch_size, max_length=args.max_length, chunk_rows=args.chunk_rows,
+                          progress=not args.quiet)
+    resumed = f", resumed at row {summary['resumed_from_row']}" if summary["resumed_from_row"] else ""
+    print(f"vectors: {summary['output']} {tuple(summary['shape'])} ({summary['what']}, {summary['pooling']} "
+          f"pooling, <= {summary['max_length']} tokens{resumed})")
+    return 0
+
+
+def mteb(args: argparse.Namespace) -> int:
+    """MTEB tasks through the mteb package (local files when a data folder is set); into the run and registry."""
+    from .data import resolve_data_dir
+    from .evaluation.mteb_runner import run_mteb
+    from .reporting import markdown_table, mteb_rows, text_table
+    from .rundir import MTEB_RESULTS
+
+    run_dir = Path(args.run) if is_run_folder(Path(args.run)) else None
+    output = Path(args.output_dir) if args.output_dir else (run_dir / MTEB_RESULTS.parent if run_dir else None)
+    if output is not None:
+        check_writable(output)
+    summary = run_mteb(args.run, args.tasks, resolve_data_dir(args.data_dir, required=False), output, args.pooling,
+                       args.batch_size)
+    print(text_table(["task", "split", "main score", "x 100"], mteb_rows(summary), 3))
+    if run_dir is not None and output == run_dir / MTEB_RESULTS.parent:
+        _record_stage(run_dir, "mteb", args.registry)
+    elif output is None:
+        print(markdown_table(["task", "split", "main score", "x 100"], mteb_rows(summary), 3))
+    print(f"mteb: {summary['seconds']:.0f} s on {summary['data']} data" + (f"; results: {output}/results.json" if output else ""))
+    return 0
+
+
+def _record_stage(run_dir: Path, stage: str, registry_path: str | None) -> None:
+    """A verb run on a run folder afterwards: its stage into the registry (when the run is recorded there) and
+    the report rebuilt (when there is one)."""
+    from .registry import Registry, default_registry_path
+    from .registry.collect import artefacts, run_metrics
+    from .registry.report import build_report
+    from .rundir import REPORT_DIR
+
+    path = Path(registry_path) if registry_path else default_registry_path(run_dir.parent)
+    if path.exists():
+        with Registry(path) as registry:
+            if run_dir.name in {r["run_id"] for r in registry.list_runs()}:
+                registry.record_metrics(run_dir.name, stage, run_metrics(run_dir).get(stage, {}))
+                registry.record_artefacts(run_dir.name, artefacts(run_dir))
+                print(f"registry: {stage} metrics of {run_dir.name} recorded in {path}")
+    if (run_dir / REPORT_DIR / "report.md").exists():
+        md, _ = build_report(run_dir)
+        print(f"report: {md}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="concept-encoder", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -362,6 +427,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.add_argument("--registry", help=f"run database (default: ${REGISTRY_HELP})")
     p.set_defaults(run_verb=publish)
+
+    p = verbs.add_parser("export", help="a trained concept encoder as a sentence-transformers folder")
+    p.add_argument("run", help="a run folder or a concept-encoder model folder")
+    p.add_argument("--to", required=True, help="a new folder to write")
+    p.add_argument("--format", default="sentence-transformers", choices=["sentence-transformers"])
+    p.add_argument("--pooling", default="mean", choices=["mean", "weighted", "decoder"], help="as in zero-shot")
+    p.add_argument("--max-length", type=int, help="truncation (default: the model's position table)")
+    p.set_defaults(run_verb=export)
+
+    p = verbs.add_parser("encode", help="a file of texts -> vectors (.parquet or .npy), streamed and resumable")
+    p.add_argument("run", help="a run folder, a concept-encoder model folder, or any HF encoder")
+    p.add_argument("file", help=".txt (a text per line), .jsonl, .tsv, .csv or .parquet; gzip'd or not")
+    p.add_argument("--out", required=True, help="vectors.parquet (id + vector columns) or vectors.npy")
+    p.add_argument("--what", default="pooled", choices=["pooled", "concepts"],
+                   help="pooled vectors [rows, H] or every concept [rows, C, H]")
+    p.add_argument("--pooling", default="mean", choices=["mean", "weighted", "decoder"], help="as in zero-shot")
+    p.add_argument("--field", default="text", help="the text field / column (default: %(default)s)")
+    p.add_argument("--id-field", help="an id field / column for the parquet `id` (default: the row number)")
+    p.add_argument("--no-normalize", action="store_true", help="keep the raw vectors (default: L2-normalised)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, help="truncation (default: the model's position table)")
+    p.add_argument("--chunk-rows", type=int, default=4096, help="rows per resumable part (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run_verb=encode)
+
+    p = verbs.add_parser("mteb", help="MTEB tasks through the mteb package; local files when a data folder is set")
+    p.add_argument("run", help="a run folder, a concept-encoder model folder, or any sentence-transformers model")
+    p.add_argument("--tasks", nargs="+", default=["STSBenchmark", "SICK-R"],
+                   help="mteb task names; offline: STSBenchmark SICK-R GlueSST2 GlueMRPC (default: %(default)s)")
+    p.add_argument("--pooling", default="mean", choices=["mean", "weighted", "decoder"], help="as in zero-shot")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--output-dir", help="where results.json goes (default: RUN/evaluation/mteb for a run folder)")
+    p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
+    p.add_argument("--registry", help=f"run registry database ({REGISTRY_HELP})")
+    p.set_defaults(run_verb=mteb)
 
     data = verbs.add_parser("data", help="local data folder tools").add_subparsers(dest="data_verb", required=True)
     p = data.add_parser("mirror", help="copy Hub corpora into a local data folder (for offline clusters)")

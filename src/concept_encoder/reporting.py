@@ -56,3 +56,8 @@ def format_results(results: dict, markdown: bool = False) -> str:
         lines.append(f"{name:<9}{split:<12}{metric:<10}{100 * model['mean']:>14.2f} ± {100 * model['std']:<5.2f}"
                      f"{base_text:>12}  {base_name}")
     return "\n".join(lines)
+
+
+def mteb_rows(summary: dict) -> list[list[str]]:
+    """(task, split, main score name, main score x 100) per task of an MTEB results file."""
+    return [[name, r["split"], r["main_score_name"], f"{100 * r['main_score']:.2f}"] for name, r in summary["tasks"].items()]

@@ -41,6 +41,7 @@ ANALYSIS_RESULTS = Path(ANALYSIS_DIR) / "analysis.json"
 K_SWEEP_RESULTS = Path(ANALYSIS_DIR) / "k_sweep.json"
 FINETUNE_RESULTS = Path("evaluation") / "finetune" / "results.json"
 ZERO_SHOT_RESULTS = Path("evaluation") / "zero_shot" / "results.json"
+MTEB_RESULTS = Path("evaluation") / "mteb" / "results.json"
 REPORT_DIR = "report"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # what a saved tokenizer folder holds
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

@@ -87,13 +87,20 @@ class ConceptEncoderForSequenceClassification(ConceptEncoderPreTrainedModel):
         return ConceptClassifierOutput(loss=loss, logits=logits, pooled=pooled)
 
     def _via_decoder(self, concepts, input_ids, attention_mask):
-        positions = default_positions(input_ids)
         bypass = self.config.decoder_type == "perceiver_io" and self.config.classifier_token_bypass
         embeds = self.encoder.embeddings.word_embeddings(input_ids) if bypass else None
-        states, _ = self.decoder(concepts, positions, embeds, use_tokens=bypass)  # [B, N, H]
-        real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        real = real[..., None].to(states.dtype)
-        return self.decoder_norm((states * real).sum(1) / real.sum(1).clamp(min=1))
+        return decoder_pooling(self.decoder, self.decoder_norm, concepts, input_ids, attention_mask, embeds)
+
+
+def decoder_pooling(decoder: ConceptDecoder, norm: nn.LayerNorm, concepts: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor | None, token_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """The decoder reads the concepts at every position (with the tokens only when `token_embeds` is given);
+    the masked mean of its states, normalised [B, H]. The classifier head and the exported pooling share it."""
+    positions = default_positions(input_ids)
+    states, _ = decoder(concepts, positions, token_embeds, use_tokens=token_embeds is not None)  # [B, N, H]
+    real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    real = real[..., None].to(states.dtype)
+    return norm((states * real).sum(1) / real.sum(1).clamp(min=1))
 
 
 class ConceptEncoderForSentencePairClassification(ConceptEncoderPreTrainedModel):

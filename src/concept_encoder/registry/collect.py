@@ -4,7 +4,8 @@
 all take its `RunFiles`, so none of them opens a results file of its own.
 
 Layout read (each part optional): `train_summary.json` (pretrain), `analysis/analysis.json`,
-`evaluation/finetune/results.json`, `evaluation/zero_shot/results.json`, `analysis/k_sweep.json`.
+`evaluation/finetune/results.json`, `evaluation/zero_shot/results.json`, `analysis/k_sweep.json`,
+`evaluation/mteb/results.json` (stage `mteb`: each task's main score, under the name mteb gives it).
 Metrics are {stage: {key: (value, std or None)}}; baselines go to stage `baseline` as `TASK.NAME.METRIC`.
 """
 
@@ -22,6 +23,7 @@ from ..rundir import (
     K_SWEEP_RESULTS,
     LOG_HISTORY,
     MODEL_DIR,
+    MTEB_RESULTS,
     REPORT_DIR,
     TRAIN_SUMMARY,
     ZERO_SHOT_RESULTS,
@@ -46,6 +48,7 @@ class RunFiles:
     zero_shot: dict | None
     k_sweep: dict | None
     log_history: list
+    mteb: dict | None = None
 
     @property
     def evaluations(self) -> dict[str, dict]:
@@ -57,7 +60,8 @@ def read_run(run_dir: str | Path) -> RunFiles:
     run_dir = Path(run_dir)
     return RunFiles(run_dir, read_json(run_dir / TRAIN_SUMMARY), read_json(run_dir / ANALYSIS_RESULTS),
                     read_json(run_dir / FINETUNE_RESULTS), read_json(run_dir / ZERO_SHOT_RESULTS),
-                    read_json(run_dir / K_SWEEP_RESULTS), (read_json(run_dir / LOG_HISTORY) or {}).get("log_history", []))
+                    read_json(run_dir / K_SWEEP_RESULTS), (read_json(run_dir / LOG_HISTORY) or {}).get("log_history", []),
+                    read_json(run_dir / MTEB_RESULTS))
 
 
 def run_metrics(run: str | Path | RunFiles) -> dict[str, dict[str, tuple[float, float | None]]]:
@@ -79,6 +83,9 @@ def run_metrics(run: str | Path | RunFiles) -> dict[str, dict[str, tuple[float, 
                 for metric, value in values.items():
                     if _number(value):
                         stages.setdefault("baseline", {})[f"{task}.{baseline}.{metric}"] = (float(value), None)
+    for task, result in (run.mteb or {}).get("tasks", {}).items():  # MTEB's main score per task, as it names it
+        if _number(result["main_score"]):
+            stages.setdefault("mteb", {})[f"{task}.{result['main_score_name']}"] = (float(result["main_score"]), None)
     return stages
 
 
@@ -99,7 +106,7 @@ def artefacts(run_dir: Path) -> dict[str, str]:
     run_dir = Path(run_dir)
     candidates = {"run_dir": run_dir, "model": run_dir / MODEL_DIR, "experiment": run_dir / EXPERIMENT_FILE,
                   "analysis": run_dir / ANALYSIS_RESULTS, "finetune": run_dir / FINETUNE_RESULTS,
-                  "zero_shot": run_dir / ZERO_SHOT_RESULTS, "report_md": run_dir / REPORT_DIR / "report.md",
+                  "zero_shot": run_dir / ZERO_SHOT_RESULTS, "mteb": run_dir / MTEB_RESULTS, "report_md": run_dir / REPORT_DIR / "report.md",
                   "report_html": run_dir / REPORT_DIR / "report.html", "init_report": run_dir / INIT_REPORT_FILE}
     found = {name: str(path.resolve()) for name, path in candidates.items() if path.exists()}
     warm_start = read_json(run_dir / INIT_REPORT_FILE)

