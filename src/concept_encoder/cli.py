@@ -297,6 +297,32 @@ def mteb(args: argparse.Namespace) -> int:
     return 0
 
 
+def long_context(args: argparse.Namespace) -> int:
+    """Long inputs: the local `article_halves` proxy as N grows (and SCROLLS from the Hub), beside TF-IDF and MiniLM."""
+    from .data import resolve_data_dir
+    from .evaluation.long_context import long_context_section, run_long_context
+    from .reporting import with_section
+    from .rundir import write_atomic, write_json
+
+    data_dir = resolve_data_dir(args.data_dir, required=True)
+    for model in args.models:
+        if not Path(model).exists():
+            raise FileNotFoundError(f"{model}: no such run or model folder")
+    results = run_long_context(args.models, data_dir, tuple(args.lengths), args.articles,
+                               references=not args.no_references, scrolls=tuple(args.scrolls))
+    command = "concept-encoder long-context " + " ".join(args.models)
+    section = long_context_section(results, command)
+    print(section)
+    if args.output:
+        write_json(Path(args.output), results)
+    if args.results_file:
+        path = Path(args.results_file)
+        write_atomic(path, with_section(path.read_text(encoding="utf-8") if path.exists() else None,
+                                        "long-context", section))
+        print(f"results: {args.results_file} (section long-context)")
+    return 0
+
+
 def _record_stage(run_dir: Path, stage: str, registry_path: str | None) -> None:
     """A verb run on a run folder afterwards: its stage into the registry (when the run is recorded there) and
     the report rebuilt (when there is one)."""
@@ -462,6 +488,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--registry", help=f"run registry database ({REGISTRY_HELP})")
     p.set_defaults(run_verb=mteb)
+
+    p = verbs.add_parser("long-context", help="long inputs: accuracy and seconds per 1,000 documents as N grows")
+    p.add_argument("models", nargs="*", help="concept-encoder run or model folders (rotary positions read any N)")
+    p.add_argument("--lengths", nargs="+", type=int, default=[512, 1024, 2048, 4096, 8192],
+                   help="document lengths N in WordPiece tokens; each half is N/2 (default: %(default)s)")
+    p.add_argument("--articles", type=int, default=200, help="articles in the task (default: %(default)s)")
+    p.add_argument("--no-references", action="store_true", help="skip TF-IDF and MiniLM")
+    p.add_argument("--scrolls", nargs="*", default=[], choices=["contract_nli", "quality"],
+                   help="SCROLLS tasks from the Hub (needs the network)")
+    p.add_argument("--output", help="results JSON")
+    p.add_argument("--results-file", help="markdown file whose long-context section is rewritten (docs/results.md)")
+    p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR})")
+    p.set_defaults(run_verb=long_context)
 
     data = verbs.add_parser("data", help="local data folder tools").add_subparsers(dest="data_verb", required=True)
     p = data.add_parser("mirror", help="copy Hub corpora into a local data folder (for offline clusters)")

@@ -61,3 +61,15 @@ def format_results(results: dict, markdown: bool = False) -> str:
 def mteb_rows(summary: dict) -> list[list[str]]:
     """(task, split, main score name, main score x 100) per task of an MTEB results file."""
     return [[name, r["split"], r["main_score_name"], f"{100 * r['main_score']:.2f}"] for name, r in summary["tasks"].items()]
+
+
+def with_section(text: str | None, name: str, body: str, title: str = "# Results") -> str:
+    """`text` (a markdown file's, or None for a new one) with `body` between the markers `<!-- NAME -->` and
+    `<!-- /NAME -->`, appended when they are not there yet; the rest is kept."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    section = f"{start}\n{body.rstrip()}\n{end}"
+    text = text if text is not None else f"{title}\n"
+    if start in text and end in text[text.index(start):]:
+        begin = text.index(start)
+        return text[:begin] + section + text[text.index(end, begin) + len(end):]
+    return text.rstrip() + "\n\n" + section + "\n"

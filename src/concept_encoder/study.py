@@ -21,7 +21,7 @@ from .evaluation.finetune import zero_shot_tasks
 from .experiment import run_experiment
 from .registry.collect import read_run, run_metrics
 from .registry.report import verdicts_for
-from .reporting import markdown_table
+from .reporting import markdown_table, with_section
 from .rundir import EXPERIMENT_FILE, K_SWEEP_RESULTS, MODEL_DIR, finished_stages, newest_run, read_json, write_atomic
 
 
@@ -220,12 +220,5 @@ def study_tables(study: StudyConfig, source: Path) -> str:
 def write_results(study: StudyConfig, source: Path) -> None:
     """Replace the study's tables in the results file (between its markers), keeping the rest."""
     path = Path(study.results_file)
-    start, end = f"<!-- study:{study.name} -->", f"<!-- /study:{study.name} -->"
-    section = f"{start}\n{study_tables(study, source)}{end}"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Results\n"
-    if start in text and end in text[text.index(start):]:
-        begin = text.index(start)
-        text = text[:begin] + section + text[text.index(end, begin) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    write_atomic(path, text)
+    text = path.read_text(encoding="utf-8") if path.exists() else None
+    write_atomic(path, with_section(text, f"study:{study.name}", study_tables(study, source)))
