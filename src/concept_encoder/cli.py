@@ -309,8 +309,10 @@ def long_context(args: argparse.Namespace) -> int:
         if not Path(model).exists():
             raise FileNotFoundError(f"{model}: no such run or model folder")
     results = run_long_context(args.models, data_dir, tuple(args.lengths), args.articles,
-                               references=not args.no_references, scrolls=tuple(args.scrolls))
-    command = "concept-encoder long-context " + " ".join(args.models)
+                               references=not args.no_references, truncated=tuple(args.also_truncated),
+                               scrolls=tuple(args.scrolls))
+    command = " ".join(["concept-encoder long-context", *args.models]
+                       + (["--also-truncated", *map(str, args.also_truncated)] if args.also_truncated else []))
     section = long_context_section(results, command)
     print(section)
     if args.output:
@@ -495,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="document lengths N in WordPiece tokens; each half is N/2 (default: %(default)s)")
     p.add_argument("--articles", type=int, default=200, help="articles in the task (default: %(default)s)")
     p.add_argument("--no-references", action="store_true", help="skip TF-IDF and MiniLM")
+    p.add_argument("--also-truncated", nargs="*", type=int, default=[], metavar="TOKENS",
+                   help="each concept encoder again, reading only its first TOKENS tokens (does reading further help?)")
     p.add_argument("--scrolls", nargs="*", default=[], choices=["contract_nli", "quality"],
                    help="SCROLLS tasks from the Hub (needs the network)")
     p.add_argument("--output", help="results JSON")

@@ -96,8 +96,16 @@ def _json_row(line: str, path: Path, number: int, field: str, id_field: str | No
 
 
 def _table_rows(lines, path: Path, delimiter: str, field: str, id_field: str | None):
+    csv.field_size_limit(2**31 - 1)  # long documents are what this reads; the module's default is 128 KiB
     reader = csv.reader((line for _, line in lines), delimiter=delimiter,
                         quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    try:
+        yield from _checked_table_rows(reader, path, field, id_field)
+    except csv.Error as error:
+        raise RowError(f"{path}, line {reader.line_num}: {error}") from None
+
+
+def _checked_table_rows(reader, path: Path, field: str, id_field: str | None):
     header = next(reader, None)
     if header is None:
         raise RowError(f"{path}: empty file (a header row is expected)")

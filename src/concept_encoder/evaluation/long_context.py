@@ -89,7 +89,8 @@ def retrieval_scores(queries: np.ndarray, targets: np.ndarray) -> dict[str, floa
     t = targets / np.linalg.norm(targets, axis=1, keepdims=True).clip(1e-12)
     similarity = q @ t.T
     own = similarity[np.arange(len(q)), np.arange(len(q))]
-    rank = (similarity > own[:, None]).sum(axis=1)  # 0 = first
+    # 0 = first; a tie counts against the query, so an encoder that maps everything to one vector scores 0
+    rank = (similarity > own[:, None]).sum(axis=1) + (similarity == own[:, None]).sum(axis=1) - 1
     return {"accuracy": float((rank == 0).mean()), "mrr": float((1.0 / (rank + 1)).mean())}
 
 
@@ -115,6 +116,16 @@ class ModelEmbedder:
         self.model, self.tokenizer = load_encoder(model_path, pooling)
         self.batch_size = batch_size
 
+    def limit(self, n: int, max_length: int | None) -> int:
+        """The truncation for an N-token document's halves: `max_length` when set; else the whole half, in this
+        model's own tokenizer (the halves are cut in MiniLM's WordPiece: a smaller vocabulary makes more tokens
+        of the same text, so 4x the half is room for all of it), capped by a learned position table."""
+        if max_length is not None:
+            return max_length
+        if getattr(self.model.config, "position_embedding_type", "absolute") == "rotary":
+            return 4 * (n // 2) + 2
+        return min(4 * (n // 2) + 2, self.model.config.max_position_embeddings)
+
     def __call__(self, texts: list[str], max_length: int) -> np.ndarray:
         from ..inference.encoder import encode
 
@@ -139,7 +150,8 @@ class Contender:
 def run_halves(task: HalvesTask, contenders: list[Contender], log=print) -> dict:
     """Accuracy, MRR and seconds per 1,000 halves of every contender at every length."""
     results: dict = {"task": "article_halves", "articles": len(task.doc_ids), "lengths": list(task.lengths),
-                     "source": list(HELD_OUT_ARTICLES), "chance": 1 / len(task.doc_ids), "contenders": {}}
+                     "source": list(HELD_OUT_ARTICLES), "chance": 1 / len(task.doc_ids), "machine": machine(),
+                     "contenders": []}
     for contender in contenders:
         embedder = ModelEmbedder(contender.model) if contender.kind == "model" else None
         row = {}
@@ -149,16 +161,25 @@ def run_halves(task: HalvesTask, contenders: list[Contender], log=print) -> dict
             if embedder is None:
                 q, t = (m.toarray() for m in tfidf_pair_embedder(queries, targets))
             else:
-                limit = min(contender.max_length or n, n // 2 + 2)  # a half is n/2 tokens, plus [CLS]/[SEP]
+                limit = embedder.limit(n, contender.max_length)
                 q, t = embedder(queries, limit), embedder(targets, limit)
             seconds = time.perf_counter() - start
             row[str(n)] = retrieval_scores(q, t) | {"seconds_per_1000": 1000 * seconds / (2 * len(queries))}
-            log(f"{contender.name:<44} N={n:>5}  acc@1 {100 * row[str(n)]['accuracy']:5.1f}  "
-                f"{row[str(n)]['seconds_per_1000']:8.1f} s/1k halves")
-        results["contenders"][contender.name] = {"kind": contender.kind, "model": contender.model,
-                                                 "max_length": contender.max_length, "by_length": row}
+            log(f"{contender.name:<44} {_reads(contender, embedder):<18} N={n:>5}  "
+                f"acc@1 {100 * row[str(n)]['accuracy']:5.1f}  {row[str(n)]['seconds_per_1000']:8.1f} s/1k halves")
+        results["contenders"].append({"name": contender.name, "kind": contender.kind, "model": contender.model,
+                                      "reads": _reads(contender, embedder), "by_length": row})
         del embedder  # one model in memory at a time
     return results
+
+
+def _reads(contender: Contender, embedder: ModelEmbedder | None) -> str:
+    if contender.max_length is not None:
+        return f"first {contender.max_length} tokens"
+    config = embedder.model.config if embedder is not None else None
+    if config is None or getattr(config, "position_embedding_type", "absolute") == "rotary":
+        return "all"
+    return f"first {config.max_position_embeddings} tokens (position table)"
 
 
 def halves_tables(results: dict) -> str:
@@ -168,16 +189,33 @@ def halves_tables(results: dict) -> str:
     lengths = results["lengths"]
     header = ["contender", "reads", *(f"N={n}" for n in lengths)]
     accuracy, seconds = [], []
-    for name, c in results["contenders"].items():
-        reads = "all" if c["kind"] == "tfidf" or c["max_length"] is None else f"≤ {c['max_length']} tokens"
+    for c in results["contenders"]:
+        name, reads = c["name"], c["reads"]
         accuracy.append([name, reads, *(f"{100 * c['by_length'][str(n)]['accuracy']:.1f}" for n in lengths)])
         seconds.append([name, reads, *(f"{c['by_length'][str(n)]['seconds_per_1000']:.1f}" for n in lengths)])
     chance = f"{100 * results['chance']:.1f}"
     return "\n".join([
         f"Accuracy@1 × 100 (each article's second half found among {results['articles']}; chance {chance}):", "",
         markdown_table(header, accuracy, 2), "",
-        "Seconds per 1,000 halves (each half is N/2 tokens; encoding, or TF-IDF fit + transform):", "",
-        markdown_table(header, seconds, 2)])
+        f"Seconds per 1,000 halves (each half is N/2 tokens; encoding, or TF-IDF fit + transform; "
+        f"{results['machine']}):", "", markdown_table(header, seconds, 2)])
+
+
+def machine() -> str:
+    """The CPU (or GPU) the timings were taken on, in words."""
+    import os
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, batch 8"
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        name = found.group(1).strip() if found else name
+    return f"{name}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, batch 8"
 
 
 # ------------------------------------------------------------------------------------------ SCROLLS (Hub)
@@ -251,24 +289,29 @@ def run_scrolls(config: str, embed: Embed, max_examples: int | None = None) -> d
 
 
 # ------------------------------------------------------------------------------------------ the whole comparison
-def contenders_for(models: list[str], references: bool = True) -> list[Contender]:
+def contenders_for(models: list[str], references: bool = True, truncated: tuple[int, ...] = ()) -> list[Contender]:
     """TF-IDF and MiniLM truncated at 256 (its sentence-transformers default) and 512 (its position table),
-    then each concept encoder, which reads the whole half."""
+    then each concept encoder reading the whole half, and again reading only the first `truncated` tokens (does
+    reading further help it?)."""
     rows = [Contender("TF-IDF cosine", "tfidf")] if references else []
     if references:
-        rows += [Contender(f"all-MiniLM-L6-v2, mean pooling, first {n} tokens", "model", REFERENCE_TOKENIZER, n)
-                 for n in (256, 512)]
-    return rows + [Contender(f"concept encoder `{Path(m).name}`, mean of concepts", "model", str(m)) for m in models]
+        rows += [Contender("all-MiniLM-L6-v2 (mean of tokens)", "model", REFERENCE_TOKENIZER, n) for n in (256, 512)]
+    for model in models:
+        name = f"concept encoder `{Path(model).name}` (mean of concepts)"
+        rows += [Contender(name, "model", str(model)), *(Contender(name, "model", str(model), n) for n in truncated)]
+    return rows
 
 
 def run_long_context(models: list[str], data_dir: Path, lengths=LENGTHS, max_articles: int = 200,
-                     references: bool = True, scrolls: tuple[str, ...] = (), log=print) -> dict:
+                     references: bool = True, truncated: tuple[int, ...] = (), scrolls: tuple[str, ...] = (),
+                     log=print) -> dict:
     """The local proxy at every length for every contender, then each SCROLLS task asked for (Hub)."""
-    contenders = contenders_for(models, references)
+    contenders = contenders_for(models, references, truncated)
     results = run_halves(article_halves(data_dir, lengths, max_articles), contenders, log)
     for config in scrolls:
         results.setdefault("scrolls", {})[config] = {
-            c.name: run_scrolls(config, _truncating(ModelEmbedder(c.model), c.max_length or max(lengths)))
+            f"{c.name}, {c.max_length or 'all'}": run_scrolls(
+                config, _truncating(ModelEmbedder(c.model), c.max_length or 4 * max(lengths)))
             for c in contenders if c.kind == "model"}
     return results
 

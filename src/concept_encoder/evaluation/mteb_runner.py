@@ -108,6 +108,8 @@ def mteb_model(model_path: str | Path, pooling: str = "mean"):
     from ..inference.sentence_transformers import sentence_transformer
 
     source = model_source(model_path)
+    if (Path(source) / "modules.json").exists():  # an `export` folder (or any saved sentence-transformers model)
+        return SentenceTransformer(source, device="cpu", trust_remote_code=True, local_files_only=True)
     try:
         model_type = AutoConfig.from_pretrained(source).model_type
     except (OSError, ValueError):
@@ -115,7 +117,7 @@ def mteb_model(model_path: str | Path, pooling: str = "mean"):
     if model_type == "concept_encoder":
         return sentence_transformer(model_path, pooling)
     try:
-        return SentenceTransformer(source, device="cpu", trust_remote_code=(Path(source) / "modules.json").exists())
+        return SentenceTransformer(source, device="cpu")
     except (OSError, ValueError) as error:
         raise EncoderError(f"{model_path}: not loadable as a sentence-transformers model ({error})") from None
 
@@ -136,12 +138,13 @@ def run_mteb(model_path: str | Path, task_names: list[str], data_dir: Path | Non
     summary = {"model": str(model_path), "mode": "mteb", "pooling": pooling, "seconds": round(seconds, 2),
                "data": "local" if data_dir else "hub", "mteb_version": mteb.__version__, "tasks": {}}
     for task_result in result.task_results:
-        split, scores = next(iter(task_result.scores.items()))
-        score = scores[0]
+        # the main score averaged over every split and subset mteb ran (locally: one split, one subset); the
+        # other scores of the first of them
+        first = next(iter(task_result.scores.values()))[0]
         summary["tasks"][task_result.task_name] = {
-            "split": split, "main_score_name": _main_score_name(task_result.task_name, tasks),
-            "main_score": score["main_score"],
-            "scores": {k: v for k, v in score.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}
+            "split": ",".join(task_result.scores), "main_score_name": _main_score_name(task_result.task_name, tasks),
+            "main_score": task_result.get_score(),
+            "scores": {k: v for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}
         if output is not None:
             write_atomic(output / "mteb" / f"{task_result.task_name}.json",
                          json.dumps(task_result.model_dump(mode="json"), indent=2, default=str))

@@ -43,6 +43,7 @@ class EncodeSettings:
     input_bytes: int
     input_mtime_ns: int
     model: str
+    weights: str | None
     pooling: str
     what: str
     normalize: bool
@@ -72,36 +73,47 @@ def encode_file(model_path: str | Path, input_path: str | Path, out: str | Path,
         raise EncoderError(f"what must be one of {WHAT}, got {what!r}")
     if not input_path.is_file():
         raise EncoderError(f"{input_path}: no such input file")
+    total = count_rows(input_path, field, id_field)  # a bad row fails here, before the model loads
     model, tokenizer = load_encoder(model_path, pooling)
     stat = input_path.stat()
     settings = EncodeSettings(str(input_path.resolve()), stat.st_size, stat.st_mtime_ns, model_source(model_path),
-                              pooling, what, normalize, max_tokens(model, max_length), field, id_field)
+                              _weights_stamp(model_source(model_path)), pooling, what, normalize,
+                              max_tokens(model, max_length), field, id_field)
     parts = partial_folder(out)
     done = _resume_point(parts, settings)
-    total = count_rows(input_path, field, id_field)
 
     chunk: list[tuple[str, str]] = []
     with tqdm(total=total, initial=done, unit="row", desc=f"encode {input_path.name}", disable=not progress) as bar:
         for index, row in enumerate(iter_rows(input_path, field, id_field)):
+            if index >= total:
+                raise EncoderError(f"{input_path}: changed while it was being encoded ({total} rows counted)")
             if index >= done:
                 chunk.append(row)
             if len(chunk) == chunk_rows or (chunk and index == total - 1):
                 _write_part(parts, index + 1 - len(chunk), chunk, model, tokenizer, settings, batch_size)
                 bar.update(len(chunk))
                 chunk = []
-    if chunk:  # the file grew since it was counted
-        raise EncoderError(f"{input_path}: changed while it was being encoded ({total} rows counted)")
     shape = _join_parts(parts, out, total)
-    shutil.rmtree(parts)
+    finished = parts.with_name(parts.name + ".done")  # renamed first: a kill while deleting leaves no stale parts
+    os.replace(parts, finished)
+    shutil.rmtree(finished)
     return {"output": str(out), "rows": total, "shape": list(shape), "resumed_from_row": done,
             "what": what, "pooling": pooling, "max_length": settings.max_length}
+
+
+def _weights_stamp(source: str) -> str | None:
+    """Size and mtime of a local model's weights, so a model retrained at the same path does not resume."""
+    weights = sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else []
+    return ";".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights) or None
 
 
 def _resume_point(parts: Path, settings: EncodeSettings) -> int:
     """The first row not yet written by an earlier run into `parts` (0 for a fresh start)."""
     recorded = parts / "settings.json"
-    if not recorded.exists():
-        parts.mkdir(parents=True, exist_ok=True)
+    if not recorded.exists() or not _part_files(parts):  # nothing to continue: start (over) with these settings
+        if parts.exists():
+            shutil.rmtree(parts)
+        parts.mkdir(parents=True)
         write_atomic(recorded, json.dumps(asdict(settings), indent=2))
         return 0
     earlier = json.loads(recorded.read_text(encoding="utf-8"))
@@ -109,6 +121,11 @@ def _resume_point(parts: Path, settings: EncodeSettings) -> int:
         changed = sorted(k for k, v in asdict(settings).items() if earlier.get(k) != v)
         raise EncoderError(f"{parts}: holds parts of a run with other settings ({', '.join(changed)} differ); "
                            "delete that folder to start over, or rerun with the same settings to resume")
+    return _contiguous_rows(parts)
+
+
+def _contiguous_rows(parts: Path) -> int:
+    """Rows in the part files, which must follow each other from row 0."""
     row = 0
     for part in _part_files(parts):
         if int(part.stem.removeprefix("part-")) != row:
@@ -178,6 +195,8 @@ def _join_parts(parts: Path, out: Path, total: int) -> tuple[int, ...]:
     files = _part_files(parts)
     if not files:
         raise EncoderError(f"{parts}: the input has no rows, so there is nothing to write")
+    if _contiguous_rows(parts) != total:
+        raise EncoderError(f"{parts}: the parts hold {_contiguous_rows(parts)} rows, the input {total}; delete the folder")
     scratch = out.with_name(f".{out.name}.tmp{out.suffix}")
     first = pq.read_table(files[0])
     row_shape = column_vectors(first.column("vector")).shape[1:]

@@ -59,7 +59,7 @@ class ConceptEncoderModule(InputModule):
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs) -> ConceptEncoderModule:
-        folder = Path(model_name_or_path) / subfolder
+        folder = _module_folder(cls, model_name_or_path, subfolder, kwargs)
         config = cls.load_config(str(folder))
         encoder = ConceptEncoderModel.from_pretrained(folder).eval()
         return cls(encoder, AutoTokenizer.from_pretrained(folder), **config)
@@ -105,11 +105,21 @@ class ConceptPooling(Module):
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs) -> ConceptPooling:
-        folder = Path(model_name_or_path) / subfolder
+        folder = _module_folder(cls, model_name_or_path, subfolder, kwargs)
         module = cls(**cls.load_config(str(folder)))
         if module.mode != "mean":
             module.load_state_dict(load_file(str(folder / "model.safetensors")))
         return module.eval()
+
+
+def _module_folder(cls, model_name_or_path: str, subfolder: str, kwargs: dict) -> Path:
+    """A module's local folder: the folder itself, or its Hub snapshot (an export pushed to the Hub)."""
+    hub = {k: kwargs.get(k) for k in ("token", "cache_folder", "revision")}
+    folder = cls.load_dir_path(model_name_or_path, subfolder, local_files_only=kwargs.get("local_files_only", False),
+                               **hub)
+    if folder is None:
+        raise EncoderError(f"{model_name_or_path}: no module folder {subfolder!r} (an incomplete export?)")
+    return Path(folder)
 
 
 def sentence_transformer(model_path: str | Path, pooling: str = "mean", max_length: int | None = None
