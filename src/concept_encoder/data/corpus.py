@@ -210,13 +210,19 @@ def read_local_file(path: Path, text_field: str = "text") -> list[str]:
 
 
 def _json_text(line: str, path: Path, number: int, text_field: str) -> str:
+    return json_record(line, path, number, text_field)[text_field]
+
+
+def json_record(line: str, path: Path, number: int, text_field: str, error_type: type | None = None) -> dict:
+    """One JSON-lines object holding a string `text_field`; else `error_type` (CorpusError) naming file and line."""
+    error_type = error_type or CorpusError
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise CorpusError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        raise error_type(f"{path}, line {number}: not valid JSON ({error.msg})") from None
     if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-        raise CorpusError(f"{path}, line {number}: no string field {text_field!r}")
-    return record[text_field]
+        raise error_type(f"{path}, line {number}: no string field {text_field!r}")
+    return record
 
 
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $", re.MULTILINE)

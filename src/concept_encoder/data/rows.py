@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from .corpus import CorpusError
+from .corpus import CorpusError, json_record
 
 ROW_SUFFIXES = (".txt", ".jsonl", ".tsv", ".csv", ".parquet")
 
@@ -82,12 +81,7 @@ def _decoded_lines(handle, path: Path) -> Iterator[tuple[int, str]]:
 def _json_row(line: str, path: Path, number: int, field: str, id_field: str | None) -> tuple[str, str]:
     if not line.strip():
         raise RowError(f"{path}, line {number}: an empty line (every line must hold one JSON object)")
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise RowError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
-    if not isinstance(record, dict) or not isinstance(record.get(field), str):
-        raise RowError(f"{path}, line {number}: no string field {field!r}")
+    record = json_record(line, path, number, field, RowError)
     if id_field is None:
         return str(number - 1), record[field]
     if id_field not in record:
