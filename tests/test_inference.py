@@ -193,18 +193,19 @@ def test_encode_will_not_resume_into_parts_of_other_settings(tmp_path, corpus_fi
 
 # ------------------------------------------------------------------------------------------ mteb
 def test_mteb_on_local_stsb_equals_zero_shot_on_the_same_file(tmp_path):
-    """mteb's own STS evaluator on the local STS-B dev file gives zero-shot's Spearman (all-MiniLM-L6-v2)."""
+    """mteb's own STS evaluator on the local STS-B dev file gives zero-shot's Spearman (all-MiniLM-L6-v2), on
+    its first 500 pairs (the whole file gives 0.86716 both ways, docs/evaluation.md)."""
     from concept_encoder.data.tasks import get_task, load_split
     from concept_encoder.evaluation.mteb_runner import run_mteb
     from concept_encoder.evaluation.zero_shot import zero_shot_sts
 
-    summary = run_mteb(MINILM, ["STSBenchmark"], resolve_data_dir(), tmp_path)
+    summary = run_mteb(MINILM, ["STSBenchmark"], resolve_data_dir(), tmp_path, max_examples=500)
     model, tok = load_encoder(MINILM)
     task = get_task("stsb")
-    ours = zero_shot_sts(model, tok, task, load_split(task, "validation", resolve_data_dir()))["spearman"] / 100
+    ours = zero_shot_sts(model, tok, task, load_split(task, "validation", resolve_data_dir())[:500])["spearman"] / 100
     result = summary["tasks"]["STSBenchmark"]
     assert result["split"] == "validation" and result["main_score_name"] == "cosine_spearman"
-    assert result["main_score"] == pytest.approx(ours, abs=1e-6) and 0.85 < ours < 0.88
+    assert result["main_score"] == pytest.approx(ours, abs=1e-6) and 0.8 < ours < 0.95
     assert (tmp_path / "mteb" / "STSBenchmark.json").exists()
 
 

@@ -287,7 +287,7 @@ def mteb(args: argparse.Namespace) -> int:
     if output is not None:
         check_writable(output)
     summary = run_mteb(args.run, args.tasks, resolve_data_dir(args.data_dir, required=False), output, args.pooling,
-                       args.batch_size)
+                       args.batch_size, args.max_examples)
     print(text_table(["task", "split", "main score", "x 100"], mteb_rows(summary), 3))
     if run_dir is not None and output == run_dir / MTEB_RESULTS.parent:
         _record_stage(run_dir, "mteb", args.registry)
@@ -486,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mteb task names; offline: STSBenchmark SICK-R GlueSST2 GlueMRPC (default: %(default)s)")
     p.add_argument("--pooling", default="mean", choices=["mean", "weighted", "decoder"], help="as in zero-shot")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-examples", type=int, help="the first rows of each local split only (quick runs)")
     p.add_argument("--output-dir", help="where results.json goes (default: RUN/evaluation/mteb for a run folder)")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--registry", help=f"run registry database ({REGISTRY_HELP})")

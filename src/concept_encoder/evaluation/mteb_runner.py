@@ -56,8 +56,9 @@ def _glue_task_classes():
     return {"GlueSST2": GlueSST2, "GlueMRPC": GlueMRPC}
 
 
-def mteb_task(name: str, data_dir: Path | None):
-    """An mteb task object; with `data_dir`, its dataset already filled from the local files."""
+def mteb_task(name: str, data_dir: Path | None, max_examples: int | None = None):
+    """An mteb task object; with `data_dir`, its dataset already filled from the local files (the first
+    `max_examples` rows of each split, for quick runs)."""
     import mteb
 
     glue = _glue_task_classes()
@@ -76,6 +77,9 @@ def mteb_task(name: str, data_dir: Path | None):
     ours, split = LOCAL_TASKS[name]
     task.filter_eval_splits([split])
     task.dataset = _local_dataset(task, get_task(ours), split, data_dir)
+    if max_examples:
+        for key, rows in task.dataset.items():
+            task.dataset[key] = rows.select(range(min(max_examples, len(rows))))
     task.data_loaded = True
     return task
 
@@ -123,11 +127,13 @@ def mteb_model(model_path: str | Path, pooling: str = "mean"):
 
 
 def run_mteb(model_path: str | Path, task_names: list[str], data_dir: Path | None, output: Path | None = None,
-             pooling: str = "mean", batch_size: int = 64) -> dict:
+             pooling: str = "mean", batch_size: int = 64, max_examples: int | None = None) -> dict:
     """Evaluate through `mteb.evaluate`; results.json (and mteb's own result per task) under `output`."""
     import mteb
 
-    tasks = [mteb_task(name, data_dir) for name in task_names]  # bad names fail before the model loads
+    if max_examples and data_dir is None:
+        raise TaskError("--max-examples slices the local files; it needs a data folder")
+    tasks = [mteb_task(name, data_dir, max_examples) for name in task_names]  # bad names fail before the model loads
     model = mteb_model(model_path, pooling)
     start = time.perf_counter()
     result = mteb.evaluate(model, tasks, cache=None, encode_kwargs={"batch_size": batch_size},
@@ -136,7 +142,7 @@ def run_mteb(model_path: str | Path, task_names: list[str], data_dir: Path | Non
     if result.exceptions:
         raise TaskError(f"mteb failed: {result.exceptions}")
     summary = {"model": str(model_path), "mode": "mteb", "pooling": pooling, "seconds": round(seconds, 2),
-               "data": "local" if data_dir else "hub", "mteb_version": mteb.__version__, "tasks": {}}
+               "data": "local" if data_dir else "hub", "max_examples": max_examples, "mteb_version": mteb.__version__, "tasks": {}}
     for task_result in result.task_results:
         # the main score averaged over every split and subset mteb ran (locally: one split, one subset); the
         # other scores of the first of them
