@@ -32,12 +32,12 @@ def _texts(examples: list[dict]) -> list[str]:
     return [e["text_a"] for e in examples] + [e["text_b"] for e in examples if e["text_b"]]
 
 
-def _vectoriser(texts: list[str], ngrams: int) -> TfidfVectorizer:
+def tfidf_vectoriser(texts: list[str], ngrams: int) -> TfidfVectorizer:
     return TfidfVectorizer(ngram_range=(1, ngrams), sublinear_tf=True).fit(texts)
 
 
 def tfidf_cosine_baseline(task: Task, train: list[dict], evaluation: list[dict]) -> dict[str, float]:
-    vectoriser = _vectoriser(_texts(train) + _texts(evaluation), ngrams=1)
+    vectoriser = tfidf_vectoriser(_texts(train) + _texts(evaluation), ngrams=1)
     a = vectoriser.transform([e["text_a"] for e in evaluation])
     b = vectoriser.transform([e["text_b"] for e in evaluation])
     cosine = np.asarray(a.multiply(b).sum(axis=1)).reshape(-1)  # rows are L2-normalised
@@ -53,7 +53,7 @@ def _features(vectoriser: TfidfVectorizer, examples: list[dict]):
 
 
 def tfidf_linear_baseline(task: Task, train: list[dict], evaluation: list[dict]) -> dict[str, float]:
-    vectoriser = _vectoriser(_texts(train), ngrams=2)
+    vectoriser = tfidf_vectoriser(_texts(train), ngrams=2)
     x_train, x_eval = _features(vectoriser, train), _features(vectoriser, evaluation)
     y_train = [e["label"] for e in train]
     model = Ridge(alpha=1.0) if task.is_regression else LogisticRegression(max_iter=2000, C=4.0)

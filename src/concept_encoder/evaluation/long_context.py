@@ -100,11 +100,10 @@ Embed = Callable[[list[str]], np.ndarray]  # texts -> vectors, truncated as the 
 
 def tfidf_pair_embedder(queries: list[str], targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """TF-IDF (sublinear tf, IDF from every half of the task, no labels) of both sides; the whole text is read."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from .baselines import tfidf_vectoriser
 
-    vectorizer = TfidfVectorizer(sublinear_tf=True).fit(queries + targets)
-    q, t = vectorizer.transform(queries), vectorizer.transform(targets)
-    return q, t
+    vectoriser = tfidf_vectoriser(queries + targets, ngrams=1)  # the TF-IDF cosine baseline's own settings
+    return vectoriser.transform(queries), vectoriser.transform(targets)
 
 
 class ModelEmbedder:
@@ -129,12 +128,7 @@ class ModelEmbedder:
     def __call__(self, texts: list[str], max_length: int) -> np.ndarray:
         from ..inference.encoder import encode
 
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # length-sorted batches pad little
-        vectors = encode(self.model, self.tokenizer, [texts[i] for i in order], batch_size=self.batch_size,
-                         max_length=max_length).numpy()
-        out = np.empty_like(vectors)
-        out[order] = vectors
-        return out
+        return encode(self.model, self.tokenizer, texts, batch_size=self.batch_size, max_length=max_length).numpy()
 
 
 @dataclass(frozen=True)

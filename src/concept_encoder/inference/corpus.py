@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data.rows import count_rows, iter_rows, row_format
 from ..rundir import write_atomic
-from .encoder import EncoderError, concept_states, load_encoder, max_tokens, model_source, pool
+from .encoder import EncoderError, concept_states, encode, length_sorted_batches, load_encoder, max_tokens, model_source
 
 OUTPUT_SUFFIXES = (".parquet", ".npy")
 WHAT = ("pooled", "concepts")
@@ -140,20 +140,17 @@ def _part_files(parts: Path) -> list[Path]:
 
 @torch.no_grad()
 def _vectors(texts: list[str], model, tokenizer, settings: EncodeSettings, batch_size: int) -> np.ndarray:
-    """Vectors of one chunk, in its order; batches are formed over length-sorted texts so padding stays short."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    """Vectors of one chunk, in its order."""
+    if settings.what == "pooled":
+        return encode(model, tokenizer, texts, batch_size, settings.max_length, settings.normalize).numpy()
     out: list[np.ndarray | None] = [None] * len(texts)
-    for start in range(0, len(order), batch_size):
-        ids = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in ids], padding=True, truncation=True,
+    for rows in length_sorted_batches(texts, batch_size):
+        batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                           max_length=settings.max_length, return_tensors="pt")
-        if settings.what == "concepts":
-            states = concept_states(model, batch["input_ids"], batch["attention_mask"]).float()
-        else:
-            states = pool(model, batch["input_ids"], batch["attention_mask"]).float()
+        states = concept_states(model, batch["input_ids"], batch["attention_mask"]).float()
         if settings.normalize:
             states = F.normalize(states, dim=-1)
-        for i, vector in zip(ids, states.numpy()):
+        for i, vector in zip(rows, states.numpy()):
             out[i] = vector
     return np.stack(out).astype(np.float32)
 

@@ -101,14 +101,23 @@ def concept_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
     return model.base_model(input_ids, attention_mask=attention_mask).last_hidden_state
 
 
+def length_sorted_batches(texts: list[str], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of texts of similar length, so a batch pads little; callers put results back by
+    these indices (every path here is padding-invariant, so the vectors do not depend on the grouping)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
 def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int | None = None,
            normalize: bool = True) -> torch.Tensor:
-    """Pooled vectors [len(texts), H], L2-normalised unless `normalize=False`."""
-    vectors = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
+    """Pooled vectors [len(texts), H] in the order of `texts`, L2-normalised unless `normalize=False`."""
+    vectors: torch.Tensor | None = None
+    for rows in length_sorted_batches(texts, batch_size):
+        batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                           max_length=max_tokens(model, max_length), return_tensors="pt")
         pooled = pool(model, batch["input_ids"], batch["attention_mask"]).float()
-        vectors.append(F.normalize(pooled, dim=-1) if normalize else pooled)
-    return torch.cat(vectors)
+        if vectors is None:
+            vectors = pooled.new_empty(len(texts), pooled.shape[-1])
+        vectors[rows] = F.normalize(pooled, dim=-1) if normalize else pooled
+    return vectors
