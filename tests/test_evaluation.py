@@ -145,8 +145,10 @@ def test_zero_shot_cli_prints_model_beside_baseline(tmp_path, tokenizer, capsys)
     ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     assert main(["zero-shot", str(tmp_path), "--tasks", "stsb"]) == 0
-    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stsb")][0].split()
-    assert row[:3] == ["stsb", "validation", "1500"] and float(row[4]) == pytest.approx(75.64, abs=0.01)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("stsb")]
+    # columns: task, split, n, pooled Spearman, late interaction over concepts, TF-IDF; then the held-out split
+    assert rows[0][:3] == ["stsb", "validation", "1500"] and float(rows[0][5]) == pytest.approx(75.64, abs=0.01)
+    assert rows[0][4] != "–" and rows[1][:3] == ["stsb", "held-out", "1158"]
     assert main(["zero-shot", str(tmp_path), "--tasks", "mrpc"]) == 2
     assert "not a similarity task" in capsys.readouterr().err
 

@@ -76,4 +76,32 @@ def test_long_context_verb_writes_its_section(tmp_path, tokenizer):
     text = results.read_text()
     assert "kept text" in text and "<!-- long-context -->" in text and "| N=128 | N=1024 |" in text
     rows = [line for line in text.splitlines() if line.startswith("| concept encoder `rotary`")]
-    assert len(rows) == 4 and "| all |" in rows[0] and "| first 64 tokens |" in rows[1]  # accuracy, then seconds
+    # accuracy, then seconds: pooled, late interaction over concepts, pooled reading the first 64 tokens
+    assert len(rows) == 6 and "| all |" in rows[0] and "(late interaction) | all |" in rows[1]
+    assert "| first 64 tokens |" in rows[2]
+
+
+def test_bm25_and_chunk_averaged_minilm_find_second_halves(task):
+    """The baselines users would pick instead, on the same task: BM25 over the whole half, and all-MiniLM-L6-v2
+    chunk-and-averaged over it (256-token chunks), both far above chance (1/40) at N = 512."""
+    from concept_encoder.evaluation.long_context import REFERENCE_TOKENIZER
+
+    rows = [Contender("BM25", "bm25"), Contender("MiniLM chunked", "model", REFERENCE_TOKENIZER, chunk=256)]
+    result = run_halves(task, rows, log=lambda *_: None)
+    bm25, chunked = (c["by_length"]["512"]["accuracy"] for c in result["contenders"])
+    assert bm25 > 0.7 and chunked > 0.5, (bm25, chunked)
+    assert result["contenders"][1]["reads"] == "all, 256-token chunks averaged"
+
+
+def test_bm25_scores_are_bm25s_own(task):
+    import bm25s
+
+    from concept_encoder.evaluation.long_context import bm25_scores
+
+    queries, targets = task.halves[128]
+    scores = bm25_scores(queries[:3], targets)
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(targets, stopwords="en", show_progress=False), show_progress=False)
+    docs, values = retriever.retrieve(bm25s.tokenize(queries[:1], stopwords="en", show_progress=False),
+                                      k=len(targets), show_progress=False)
+    assert np.allclose(scores[0][docs[0]], values[0], atol=1e-5)

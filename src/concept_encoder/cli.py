@@ -98,12 +98,27 @@ def zero_shot(args: argparse.Namespace) -> int:
     tasks = _tasks(args)
     require_similarity_tasks(tasks)
     model, tokenizer = load_encoder(args.model, args.pooling)
-    print(f"{'task':<10}{'split':<12}{'n':>6}{'model Spearman':>16}{'TF-IDF cosine':>15}")
+    print(f"{'task':<10}{'split':<12}{'n':>6}{'model Spearman':>16}{'late interaction':>18}{'TF-IDF cosine':>15}")
     for task in tasks:
         result = zero_shot_task(model, tokenizer, task, data_dir, args.split)
-        model_value = 100 * result["summary"]["spearman"]["mean"]
-        baseline = 100 * result["baselines"]["tfidf_cosine"]["spearman"]
-        print(f"{task.name:<10}{args.split:<12}{result['sizes']['report']:>6}{model_value:>16.2f}{baseline:>15.2f}")
+        summary, baseline = result["summary"], result["baselines"]["tfidf_cosine"]
+        for prefix, split in (("", args.split), ("heldout_", "held-out")):
+            if f"{prefix}spearman" not in summary:
+                continue
+            maxsim = summary.get(f"{prefix}maxsim_spearman")  # concept encoders only
+            maxsim = "–" if maxsim is None else f"{100 * maxsim['mean']:.2f}"
+            print(f"{task.name:<10}{split:<12}{result['sizes'][prefix.rstrip('_') or 'report']:>6}"
+                  f"{100 * summary[f'{prefix}spearman']['mean']:>16.2f}{maxsim:>18}"
+                  f"{100 * baseline[f'{prefix}spearman']:>15.2f}")
+    return 0
+
+
+def static_student(args: argparse.Namespace) -> int:
+    """Distil the teacher into a model2vec static model (the cheapest student of the same teacher)."""
+    from .inference.static import distill_static
+
+    out = distill_static(args.teacher, args.to, args.pca_dims)
+    print(f"static student of {args.teacher}: {out} (score it with `zero-shot {out}` or `long-context --static {out}`)")
     return 0
 
 
@@ -310,7 +325,7 @@ def long_context(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{model}: no such run or model folder")
     results = run_long_context(args.models, data_dir, tuple(args.lengths), args.articles,
                                references=not args.no_references, truncated=tuple(args.also_truncated),
-                               scrolls=tuple(args.scrolls))
+                               scrolls=tuple(args.scrolls), static=args.static)
     command = " ".join(["concept-encoder long-context", *args.models]
                        + (["--also-truncated", *map(str, args.also_truncated)] if args.also_truncated else []))
     section = long_context_section(results, command)
@@ -373,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", help="user task columns, e.g. text_a=left,text_b=right,label=score")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.set_defaults(run_verb=zero_shot)
+
+    p = verbs.add_parser("static-student", help="distil a teacher into a model2vec static model (a baseline)")
+    p.add_argument("--teacher", default="sentence-transformers/all-MiniLM-L6-v2",
+                   help="sentence encoder folder or Hub name (default: %(default)s, offline from its PyPI package)")
+    p.add_argument("--to", required=True, help="the folder to write (kept as it is when it already holds one)")
+    p.add_argument("--pca-dims", type=int, default=256, help="output width (default: %(default)s)")
+    p.set_defaults(run_verb=static_student)
 
     p = verbs.add_parser("evaluate", help="fine-tune on benchmark tasks; report beside the baselines")
     p.add_argument("model", help="a concept-encoder model folder, or any HF encoder folder or Hub name")
@@ -500,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-references", action="store_true", help="skip TF-IDF and MiniLM")
     p.add_argument("--also-truncated", nargs="*", type=int, default=[], metavar="TOKENS",
                    help="each concept encoder again, reading only its first TOKENS tokens (does reading further help?)")
+    p.add_argument("--static", metavar="DIR", help="a model2vec student folder (`static-student --to DIR`) as a row")
     p.add_argument("--scrolls", nargs="*", default=[], choices=["contract_nli", "quality"],
                    help="SCROLLS tasks from the Hub (needs the network)")
     p.add_argument("--output", help="results JSON")

@@ -67,7 +67,8 @@ class DataConfig:
 
 SPECIAL_ID_FIELDS = ("pad_token_id", "mask_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
                      "bos_token_id", "eos_token_id")  # set from the tokenizer by ExperimentConfig.resolve
-OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill")
+OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill", "prefix_suffix")
+AUTOREGRESSIVE_OBJECTIVES = ("tsdae", "prefix_suffix")  # the objectives whose dense labels a causal decoder reads
 TASKLESS_OBJECTIVES = TASKLESS  # nothing is decoded: unmasked batches, no labels, no decoder gradient
 
 
@@ -76,6 +77,7 @@ class ObjectiveConfig:
     # mlm: token masking | span: contiguous spans | tsdae: deletion + position-only rebuild
     # simcse: contrastive only | diffusion: MDLM noising (t_min, ELBO, smoothing live in the model config)
     # distill: the mean concept regresses the mean token state of a pretrained backbone (its sentence embedding)
+    # prefix_suffix: encode the first 35-45% of each block (to a sentence end), decode the rest autoregressively
     name: str = "mlm"
     mask_rate: float | None = None  # None: 0.15 for mlm, 0.30 for span
     span_min: int = 3
@@ -83,6 +85,13 @@ class ObjectiveConfig:
     mask_token_fraction: float = 0.8  # of selected tokens (spans): replaced by [MASK]
     random_token_fraction: float = 0.1  # replaced by a random token; the rest keep their token
     deletion_rate: float = 0.6  # tsdae: share of (non-special) tokens hidden from the encoder
+    # prefix_suffix (objectives/prefix_suffix.py): the prefix's share of a block ~ U(min, max), moved to the
+    # nearest sentence end within boundary_window of the block; the decoder's inputs hide word_dropout behind [MASK]
+    prefix_share_min: float = 0.35
+    prefix_share_max: float = 0.45
+    boundary_window: float = 0.1
+    decoder_word_dropout: float = 0.2
+    min_side_tokens: int = 4  # a block shorter than twice this is too short to split (skipped and counted)
     # concept regularisers (objectives/regularisers.py) and SimCSE, added to the task loss
     regularisers: list[str] = field(default_factory=list)
     regulariser_weight: float = 0.1  # fixed weighting: shared equally by the regularisers
@@ -103,6 +112,13 @@ class ObjectiveConfig:
                  f"must be in (0, 1) (1 would delete everything), got {self.deletion_rate}")
         _require(self.rate > 0 and self.rate < 1, "mask_rate", f"must be in (0, 1), got {self.rate}")
         _require(1 <= self.span_min <= self.span_max, "span_min", "need 1 <= span_min <= span_max")
+        _require(0 < self.prefix_share_min <= self.prefix_share_max < 1, "prefix_share_min",
+                 f"need 0 < prefix_share_min <= prefix_share_max < 1, got {self.prefix_share_min}, "
+                 f"{self.prefix_share_max}")
+        _require(0 <= self.boundary_window < 1, "boundary_window", f"must be in [0, 1), got {self.boundary_window}")
+        _require(0 <= self.decoder_word_dropout < 1, "decoder_word_dropout",
+                 f"must be in [0, 1), got {self.decoder_word_dropout}")
+        _require(self.min_side_tokens >= 1, "min_side_tokens", f"must be >= 1, got {self.min_side_tokens}")
         unknown = [r for r in self.regularisers if r not in REGULARISERS]
         _require(not unknown, "regularisers", f"unknown {unknown}; choose from {sorted(REGULARISERS)}")
         for name in ("regulariser_weight", "contrastive_weight"):
@@ -296,9 +312,16 @@ class ExperimentConfig:
         if objective.name == "tsdae" and model.decoder_type not in ("position_only", "autoregressive"):
             raise ConfigError(f"{path}: [model] decoder_type: objective tsdae needs position_only or autoregressive "
                               "decoding (token queries would see the deleted tokens' positions filled in)")
-        if model.decoder_type == "autoregressive" and objective.name != "tsdae":
+        if model.decoder_type == "autoregressive" and objective.name not in AUTOREGRESSIVE_OBJECTIVES:
             raise ConfigError(f"{path}: [model] decoder_type: autoregressive decoding needs the dense labels of "
-                              "objective tsdae")
+                              f"objective {' or '.join(AUTOREGRESSIVE_OBJECTIVES)}")
+        if objective.name == "prefix_suffix" and model.decoder_type != "autoregressive":
+            raise ConfigError(f"{path}: [model] decoder_type: objective prefix_suffix decodes the suffix left to "
+                              "right: set decoder_type: autoregressive")
+        if model.decoder_type == "autoregressive" and data.block_size > model.max_position_embeddings:
+            raise ConfigError(f"{path}: [data] block_size={data.block_size} is above [model] "
+                              f"max_position_embeddings={model.max_position_embeddings}, the autoregressive "
+                              "decoder's position table")
         if (objective.name == "diffusion") != (model.decoder_type == "diffusion"):
             raise ConfigError(f"{path}: [model] decoder_type: objective diffusion and decoder_type diffusion go "
                               "together")

@@ -46,8 +46,8 @@ def concept_ablation(model, batches: Iterable[dict[str, torch.Tensor]]) -> dict[
             concepts = model.encoder(model.encoder_input_ids(ids, labels), attention_mask=mask,
                                      position_ids=positions).last_hidden_state
             for name, variant in ablated_concepts(concepts).items():
-                loss = model.decoding_loss(variant, ids, mask, labels, positions,
-                                           noise_level=batch.get("noise_level"))[0]
+                loss = model.decoding_loss(variant, ids, mask, labels, positions, noise_level=batch.get("noise_level"),
+                                           decoder_input_ids=batch.get("decoder_input_ids"))[0]
                 totals[name] += float(loss) * labelled
             tokens += labelled
     finally:

@@ -87,8 +87,12 @@ def retrieval_scores(queries: np.ndarray, targets: np.ndarray) -> dict[str, floa
     """Each query's own target (same row) among all targets, by cosine: accuracy@1 and MRR."""
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
     t = targets / np.linalg.norm(targets, axis=1, keepdims=True).clip(1e-12)
-    similarity = q @ t.T
-    own = similarity[np.arange(len(q)), np.arange(len(q))]
+    return ranking_scores(q @ t.T)
+
+
+def ranking_scores(similarity: np.ndarray) -> dict[str, float]:
+    """Accuracy@1 and MRR of a [queries, targets] score matrix whose diagonal holds each query's own target."""
+    own = np.diag(similarity)
     # 0 = first; a tie counts against the query, so an encoder that maps everything to one vector scores 0
     rank = (similarity > own[:, None]).sum(axis=1) + (similarity == own[:, None]).sum(axis=1) - 1
     return {"accuracy": float((rank == 0).mean()), "mrr": float((1.0 / (rank + 1)).mean())}
@@ -106,13 +110,28 @@ def tfidf_pair_embedder(queries: list[str], targets: list[str]) -> tuple[np.ndar
     return vectoriser.transform(queries), vectoriser.transform(targets)
 
 
+def bm25_scores(queries: list[str], targets: list[str]) -> np.ndarray:
+    """BM25 (`bm25s`, Lucene's variant, k1 1.5, b 0.75, English stop words) of every query against the targets
+    as the indexed corpus [queries, targets]; the whole text is read."""
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(targets, stopwords="en", show_progress=False), show_progress=False)
+    tokens = bm25s.tokenize(queries, stopwords="en", return_ids=False, show_progress=False)
+    return np.stack([retriever.get_scores(query) for query in tokens])
+
+
 class ModelEmbedder:
-    """Texts -> pooled vectors of a concept encoder or HF encoder, loaded once, truncated per call."""
+    """Texts -> vectors of a concept encoder, an HF encoder or a static (model2vec) model, loaded once, truncated
+    per call: pooled vectors, the mean of `chunk`-token chunks' vectors, or the concepts (`scoring: maxsim`)."""
 
     def __init__(self, model_path: str, pooling: str = "mean", batch_size: int = 8):
         from ..inference.encoder import load_encoder
 
+        from ..inference.static import StaticEncoder
+
         self.model, self.tokenizer = load_encoder(model_path, pooling)
+        self.static = isinstance(self.model, StaticEncoder)  # reads the whole text, no positions
         self.batch_size = batch_size
 
     def limit(self, n: int, max_length: int | None) -> int:
@@ -121,7 +140,7 @@ class ModelEmbedder:
         of the same text, so 4x the half is room for all of it), capped by a learned position table."""
         if max_length is not None:
             return max_length
-        if getattr(self.model.config, "position_embedding_type", "absolute") == "rotary":
+        if self.static or getattr(self.model.config, "position_embedding_type", "absolute") == "rotary":
             return 4 * (n // 2) + 2
         return min(4 * (n // 2) + 2, self.model.config.max_position_embeddings)
 
@@ -130,15 +149,34 @@ class ModelEmbedder:
 
         return encode(self.model, self.tokenizer, texts, batch_size=self.batch_size, max_length=max_length).numpy()
 
+    def similarity(self, queries: list[str], targets: list[str], contender: Contender, n: int) -> np.ndarray:
+        """[queries, targets] scores as `contender` reads and compares."""
+        from ..inference.encoder import encode_chunked, encode_concepts
+        from ..inference.scoring import late_interaction_matrix
+
+        if contender.chunk is not None:
+            q, t = (encode_chunked(self.model, self.tokenizer, texts, contender.chunk, self.batch_size).numpy()
+                    for texts in (queries, targets))
+            return q @ t.T
+        limit = self.limit(n, contender.max_length)
+        if contender.scoring == "maxsim":
+            q, t = (encode_concepts(self.model, self.tokenizer, texts, self.batch_size, limit)
+                    for texts in (queries, targets))
+            return late_interaction_matrix(q, t).numpy()
+        q, t = self(queries, limit), self(targets, limit)
+        return q @ t.T
+
 
 @dataclass(frozen=True)
 class Contender:
     """A row of the long-context table."""
 
     name: str
-    kind: str  # "tfidf" | "model"
+    kind: str  # "tfidf" | "bm25" | "model"
     model: str | None = None
     max_length: int | None = None  # truncation; None: reads the whole half
+    chunk: int | None = None  # chunk-and-average: the half in consecutive chunks of this many tokens, vectors averaged
+    scoring: str = "pooled"  # pooled: cosine of pooled vectors | maxsim: late interaction over concepts
 
 
 def run_halves(task: HalvesTask, contenders: list[Contender], log=print) -> dict:
@@ -146,31 +184,39 @@ def run_halves(task: HalvesTask, contenders: list[Contender], log=print) -> dict
     results: dict = {"task": "article_halves", "articles": len(task.doc_ids), "lengths": list(task.lengths),
                      "source": list(HELD_OUT_ARTICLES), "chance": 1 / len(task.doc_ids), "machine": machine(),
                      "contenders": []}
+    embedders: dict[str, ModelEmbedder] = {}  # rows of one model share it (pooled, chunked, maxsim)
     for contender in contenders:
-        embedder = ModelEmbedder(contender.model) if contender.kind == "model" else None
+        if contender.kind == "model" and contender.model not in embedders:
+            embedders.clear()  # one model in memory at a time
+            embedders[contender.model] = ModelEmbedder(contender.model)
+        embedder = embedders.get(contender.model) if contender.kind == "model" else None
         row = {}
         for n in task.lengths:
             queries, targets = task.halves[n]
             start = time.perf_counter()
-            if embedder is None:
-                q, t = (m.toarray() for m in tfidf_pair_embedder(queries, targets))
+            if contender.kind == "tfidf":
+                q, t = tfidf_pair_embedder(queries, targets)  # rows L2-normalised: the product is the cosine
+                similarity = (q @ t.T).toarray()
+            elif contender.kind == "bm25":
+                similarity = bm25_scores(queries, targets)
             else:
-                limit = embedder.limit(n, contender.max_length)
-                q, t = embedder(queries, limit), embedder(targets, limit)
+                similarity = embedder.similarity(queries, targets, contender, n)
             seconds = time.perf_counter() - start
-            row[str(n)] = retrieval_scores(q, t) | {"seconds_per_1000": 1000 * seconds / (2 * len(queries))}
+            row[str(n)] = ranking_scores(similarity) | {"seconds_per_1000": 1000 * seconds / (2 * len(queries))}
             log(f"{contender.name:<44} {_reads(contender, embedder):<18} N={n:>5}  "
                 f"acc@1 {100 * row[str(n)]['accuracy']:5.1f}  {row[str(n)]['seconds_per_1000']:8.1f} s/1k halves")
         results["contenders"].append({"name": contender.name, "kind": contender.kind, "model": contender.model,
-                                      "reads": _reads(contender, embedder), "by_length": row})
-        del embedder  # one model in memory at a time
+                                      "reads": _reads(contender, embedder), "scoring": contender.scoring,
+                                      "by_length": row})
     return results
 
 
 def _reads(contender: Contender, embedder: ModelEmbedder | None) -> str:
+    if contender.chunk is not None:
+        return f"all, {contender.chunk}-token chunks averaged"
     if contender.max_length is not None:
         return f"first {contender.max_length} tokens"
-    config = embedder.model.config if embedder is not None else None
+    config = embedder.model.config if embedder is not None and not embedder.static else None
     if config is None or getattr(config, "position_embedding_type", "absolute") == "rotary":
         return "all"
     return f"first {config.max_position_embeddings} tokens (position table)"
@@ -283,30 +329,38 @@ def run_scrolls(config: str, embed: Embed, max_examples: int | None = None) -> d
 
 
 # ------------------------------------------------------------------------------------------ the whole comparison
-def contenders_for(models: list[str], references: bool = True, truncated: tuple[int, ...] = ()) -> list[Contender]:
-    """TF-IDF and MiniLM truncated at 256 (its sentence-transformers default) and 512 (its position table),
-    then each concept encoder reading the whole half, and again reading only the first `truncated` tokens (does
-    reading further help it?)."""
-    rows = [Contender("TF-IDF cosine", "tfidf")] if references else []
+def contenders_for(models: list[str], references: bool = True, truncated: tuple[int, ...] = (),
+                   static: str | None = None) -> list[Contender]:
+    """The baselines users would pick instead: TF-IDF, BM25, MiniLM truncated at 256 (its sentence-transformers
+    default) and 512 (its position table) and chunk-and-averaged over the whole half (256-token chunks), and the
+    model2vec student of MiniLM (`static`, a folder from `static-student`). Then each concept encoder reading the
+    whole half, pooled and at the concept level (late interaction), and again reading only the first `truncated`
+    tokens (does reading further help it?)."""
+    rows = [Contender("TF-IDF cosine", "tfidf"), Contender("BM25 (bm25s)", "bm25")] if references else []
     if references:
         rows += [Contender("all-MiniLM-L6-v2 (mean of tokens)", "model", REFERENCE_TOKENIZER, n) for n in (256, 512)]
+        rows += [Contender("all-MiniLM-L6-v2 (mean of tokens)", "model", REFERENCE_TOKENIZER, chunk=256)]
+    if static is not None:
+        rows += [Contender(f"model2vec student `{Path(static).name}`", "model", str(static))]
     for model in models:
-        name = f"concept encoder `{Path(model).name}` (mean of concepts)"
-        rows += [Contender(name, "model", str(model)), *(Contender(name, "model", str(model), n) for n in truncated)]
+        name = f"concept encoder `{Path(model).name}`"
+        rows += [Contender(f"{name} (mean of concepts)", "model", str(model)),
+                 Contender(f"{name} (late interaction)", "model", str(model), scoring="maxsim"),
+                 *(Contender(f"{name} (mean of concepts)", "model", str(model), n) for n in truncated)]
     return rows
 
 
 def run_long_context(models: list[str], data_dir: Path, lengths=LENGTHS, max_articles: int = 200,
                      references: bool = True, truncated: tuple[int, ...] = (), scrolls: tuple[str, ...] = (),
-                     log=print) -> dict:
+                     static: str | None = None, log=print) -> dict:
     """The local proxy at every length for every contender, then each SCROLLS task asked for (Hub)."""
-    contenders = contenders_for(models, references, truncated)
+    contenders = contenders_for(models, references, truncated, static)
     results = run_halves(article_halves(data_dir, lengths, max_articles), contenders, log)
     for config in scrolls:
         results.setdefault("scrolls", {})[config] = {
             f"{c.name}, {c.max_length or 'all'}": run_scrolls(
                 config, _truncating(ModelEmbedder(c.model), c.max_length or 4 * max(lengths)))
-            for c in contenders if c.kind == "model"}
+            for c in contenders if c.kind == "model" and c.scoring == "pooled" and c.chunk is None}
     return results
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split
-from ..inference.encoder import POOLINGS, EncoderError, encode, load_encoder, model_source, model_tokenizer
+from ..inference.encoder import POOLINGS, EncoderError, encode, encode_concepts, load_encoder, model_source, model_tokenizer
+from ..inference.scoring import late_interaction
 from .baselines import tfidf_cosine_baseline
 from .metrics import compute_metrics
 
@@ -18,12 +19,16 @@ __all__ = ["POOLINGS", "EncoderError", "encode", "load_encoder", "model_source",
 
 
 def zero_shot_sts(model, tokenizer, task: Task, examples: list[dict]) -> dict[str, float]:
-    """Cosine similarity of the two sentences' vectors against the gold scores, metrics x 100."""
-    a = encode(model, tokenizer, [e["text_a"] for e in examples])
-    b = encode(model, tokenizer, [e["text_b"] for e in examples])
-    cosine = (a * b).sum(-1).numpy()
-    metrics = compute_metrics(task, cosine, np.array([e["label"] for e in examples]))
-    return {name: 100 * value for name, value in metrics.items()}
+    """Cosine similarity of the two sentences' vectors against the gold scores, metrics x 100. A concept encoder
+    is also scored at the concept level (`maxsim_*`: symmetric late interaction, `inference.scoring`)."""
+    texts_a, texts_b = [e["text_a"] for e in examples], [e["text_b"] for e in examples]
+    gold = np.array([e["label"] for e in examples])
+    cosine = (encode(model, tokenizer, texts_a) * encode(model, tokenizer, texts_b)).sum(-1).numpy()
+    scores = {name: 100 * value for name, value in compute_metrics(task, cosine, gold).items()}
+    if getattr(model, "is_concept_encoder", False):
+        maxsim = late_interaction(encode_concepts(model, tokenizer, texts_a), encode_concepts(model, tokenizer, texts_b))
+        scores |= {f"maxsim_{name}": 100 * value for name, value in compute_metrics(task, maxsim.numpy(), gold).items()}
+    return scores
 
 
 def require_similarity_tasks(tasks: list[Task]) -> None:

@@ -24,12 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.rows import count_rows, iter_rows, row_format
 from ..rundir import write_atomic
-from .encoder import EncoderError, concept_states, encode, length_sorted_batches, load_encoder, max_tokens, model_source
+from .encoder import EncoderError, encode, encode_concepts, load_encoder, max_tokens, model_source
 
 OUTPUT_SUFFIXES = (".parquet", ".npy")
 WHAT = ("pooled", "concepts")
@@ -143,16 +142,7 @@ def _vectors(texts: list[str], model, tokenizer, settings: EncodeSettings, batch
     """Vectors of one chunk, in its order."""
     if settings.what == "pooled":
         return encode(model, tokenizer, texts, batch_size, settings.max_length, settings.normalize).numpy()
-    out: list[np.ndarray | None] = [None] * len(texts)
-    for rows in length_sorted_batches(texts, batch_size):
-        batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                          max_length=settings.max_length, return_tensors="pt")
-        states = concept_states(model, batch["input_ids"], batch["attention_mask"]).float()
-        if settings.normalize:
-            states = F.normalize(states, dim=-1)
-        for i, vector in zip(rows, states.numpy()):
-            out[i] = vector
-    return np.stack(out).astype(np.float32)
+    return encode_concepts(model, tokenizer, texts, batch_size, settings.max_length, settings.normalize).numpy()
 
 
 def _write_part(parts: Path, first_row: int, chunk, model, tokenizer, settings: EncodeSettings, batch_size: int):

@@ -21,6 +21,7 @@ from ..data.tasks import TaskError
 from ..modeling import ConceptEncoderForSentencePairClassification
 from ..offline import offline_folder
 from ..rundir import is_run_folder, locate, tokenizer_folder
+from .static import StaticEncoder, is_static_folder
 
 POOLINGS = ("mean", "weighted", "decoder")
 
@@ -47,6 +48,10 @@ def load_encoder(path: str | Path, pooling: str = "mean"):
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     source = model_source(path)
+    if is_static_folder(source):  # a model2vec student: no tokenizer or torch module of ours
+        if pooling != "mean":
+            raise EncoderError(f"{path}: a static (model2vec) model has mean pooling only, got --pooling {pooling}")
+        return StaticEncoder(source), None
     try:
         config = AutoConfig.from_pretrained(source)
         if config.model_type == "concept_encoder" and pooling == "decoder":
@@ -112,6 +117,8 @@ def length_sorted_batches(texts: list[str], batch_size: int) -> list[list[int]]:
 def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int | None = None,
            normalize: bool = True) -> torch.Tensor:
     """Pooled vectors [len(texts), H] in the order of `texts`, L2-normalised unless `normalize=False`."""
+    if isinstance(model, StaticEncoder):  # reads the whole text: a static model has no length limit
+        return model.encode(texts, normalize=normalize)
     vectors: torch.Tensor | None = None
     for rows in length_sorted_batches(texts, batch_size):
         batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
@@ -121,3 +128,57 @@ def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_length:
             vectors = pooled.new_empty(len(texts), pooled.shape[-1])
         vectors[rows] = F.normalize(pooled, dim=-1) if normalize else pooled
     return vectors
+
+
+@torch.no_grad()
+def encode_concepts(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int | None = None,
+                    normalize: bool = True) -> torch.Tensor:
+    """Concepts [len(texts), C, H] in the order of `texts`, each concept L2-normalised unless `normalize=False`
+    (what `inference.scoring.late_interaction` compares)."""
+    vectors: torch.Tensor | None = None
+    for rows in length_sorted_batches(texts, batch_size):
+        batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                          max_length=max_tokens(model, max_length), return_tensors="pt")
+        states = concept_states(model, batch["input_ids"], batch["attention_mask"]).float()
+        if vectors is None:
+            vectors = states.new_empty(len(texts), *states.shape[1:])
+        vectors[rows] = F.normalize(states, dim=-1) if normalize else states
+    return vectors
+
+
+@torch.no_grad()
+def encode_chunked(model, tokenizer, texts: list[str], chunk_tokens: int = 256, batch_size: int = 64,
+                   normalize: bool = True) -> torch.Tensor:
+    """Chunk-and-average, how a short-context encoder reads a long text: each text's tokens cut into consecutive
+    chunks of `chunk_tokens` (special tokens included), each chunk pooled and L2-normalised as `encode` does,
+    the text's vector the mean of its chunks' [len(texts), H] (L2-normalised unless `normalize=False`)."""
+    head, tail = special_tokens_around(tokenizer)
+    room = chunk_tokens - len(head) - len(tail)
+    if room < 1:
+        raise ValueError(f"chunk_tokens={chunk_tokens} leaves no room beside the tokenizer's special tokens")
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    chunks, owner = [], []  # every chunk's ids with special tokens, and the text it belongs to
+    for row, text_ids in enumerate(ids):
+        for start in range(0, max(len(text_ids), 1), room):
+            chunks.append(head + text_ids[start : start + room] + tail)
+            owner.append(row)
+    vectors: torch.Tensor | None = None
+    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = tokenizer.pad({"input_ids": [chunks[i] for i in rows]}, return_tensors="pt")
+        pooled = F.normalize(pool(model, batch["input_ids"], batch["attention_mask"]).float(), dim=-1)
+        if vectors is None:
+            vectors = pooled.new_zeros(len(texts), pooled.shape[-1])
+        vectors.index_add_(0, torch.tensor([owner[i] for i in rows]), pooled)
+    counts = torch.bincount(torch.tensor(owner), minlength=len(texts)).clamp(min=1)[:, None]
+    vectors = vectors / counts
+    return F.normalize(vectors, dim=-1) if normalize else vectors
+
+
+def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+    """The special ids a tokenizer puts before and after a text's tokens ([CLS] and [SEP] for BERT)."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next(i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare)
+    return full[:start], full[start + len(bare) :]

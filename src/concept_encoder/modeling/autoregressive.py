@@ -54,9 +54,11 @@ class AutoregressiveDecoder(nn.Module):
         start = torch.full_like(ids[:, :1], self.start_id)
         return torch.cat([start, ids[:, :-1]], dim=1)
 
-    def forward(self, concepts, embed: nn.Embedding, targets: torch.Tensor, position_ids: torch.Tensor):
-        """States [B, N, H]; position i has seen original tokens < i and the concepts."""
-        inputs = self.shift_right(targets)
+    def forward(self, concepts, embed: nn.Embedding, targets: torch.Tensor, position_ids: torch.Tensor,
+                inputs: torch.Tensor | None = None):
+        """States [B, N, H]; position i has seen original tokens < i (`inputs`, default the shifted targets)
+        and the concepts."""
+        inputs = self.shift_right(targets) if inputs is None else inputs
         x = embed(inputs)
         x = (x if self.token_proj is None else self.token_proj(x)) + self.position_embeddings(position_ids)
         real = targets >= 0
@@ -68,7 +70,12 @@ class AutoregressiveDecoder(nn.Module):
 
     def decode_text(self, concepts: torch.Tensor, text: TextBatch, embed: nn.Embedding, sparse: bool = False,
                     need_weights: bool = False) -> Decoded:
-        """The decoder protocol (decoding.py): teacher forcing on the original text, so the labels are needed."""
+        """The decoder protocol (decoding.py): teacher forcing on the original text, so the labels are needed.
+        With `text.decoder_input_ids` (prefix -> suffix) the labels are another text than the encoder's, read
+        from position 0."""
         if text.labels is None:
             raise ValueError("decoder_type='autoregressive' decodes by teacher forcing: pass labels (the text)")
-        return Decoded(self(concepts, embed, text.labels, text.position_ids), text.labels)
+        if text.decoder_input_ids is None:
+            return Decoded(self(concepts, embed, text.labels, text.position_ids), text.labels)
+        positions = torch.arange(text.labels.shape[1], device=text.labels.device).expand_as(text.labels)
+        return Decoded(self(concepts, embed, text.labels, positions, text.decoder_input_ids), text.labels)

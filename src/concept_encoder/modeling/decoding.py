@@ -25,6 +25,9 @@ class TextBatch:
     attention_mask: torch.Tensor | None = None  # [B, N] 1 = real token
     labels: torch.Tensor | None = None  # [B, N] the tokens to rebuild, IGNORE_INDEX elsewhere
     noise_level: torch.Tensor | None = None  # [B] diffusion's t
+    # [B, M] the autoregressive decoder's own inputs when it decodes another text than the encoder read
+    # (prefix -> suffix: the shifted suffix with word dropout; labels are then the suffix, positions 0..M-1)
+    decoder_input_ids: torch.Tensor | None = None
 
 
 @dataclass

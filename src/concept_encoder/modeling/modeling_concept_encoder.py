@@ -424,6 +424,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,  # accepted from BERT-style tokenizers; there are no segments
         decode: bool = True,  # False: encode only (concepts out, no decoder, no loss), e.g. for contrastive views
         noise_level: torch.Tensor | None = None,  # [B] diffusion t per sample (ELBO weights, conditioning)
+        decoder_input_ids: torch.Tensor | None = None,  # [B, M] autoregressive inputs of another text (prefix_suffix)
     ) -> ConceptMaskedLMOutput | tuple:
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
@@ -444,10 +445,11 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         if decode:
             loss, logits, decoder_maps = self.decoding_loss(
                 concepts, input_ids, attention_mask, labels, position_ids, return_dense_logits, output_attentions,
-                num_items_in_batch, noise_level)
+                num_items_in_batch, noise_level, decoder_input_ids)
             if loss is not None and enc.segment_states:  # deep supervision: every segment's state rebuilds the text
                 earlier = [self.decoding_loss(state, input_ids, attention_mask, labels, position_ids,
-                                                 return_dense_logits, False, num_items_in_batch, noise_level)[0]
+                                                 return_dense_logits, False, num_items_in_batch, noise_level,
+                                                 decoder_input_ids)[0]
                            for state in enc.segment_states]
                 loss = torch.stack([*earlier, loss]).mean()
 
@@ -472,13 +474,13 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
         return torch.where(labels == IGNORE_INDEX, input_ids, labels)
 
     def decoding_loss(self, concepts, input_ids, attention_mask, labels, position_ids, return_dense_logits=False,
-                      output_attentions=False, num_items_in_batch=None, noise_level=None):
+                      output_attentions=False, num_items_in_batch=None, noise_level=None, decoder_input_ids=None):
         """(loss, logits, decoder maps) of decoding `concepts` [B, C, H] back to the text (loss None without labels).
 
         Every decoder answers the same call (`decoding.py`): states at the positions it scores, their targets and
         weights. With labels (and no dense logits asked for) only the scored states are projected, in one
         vocabulary-head call, never [B, N, V]."""
-        text = TextBatch(input_ids, position_ids, attention_mask, labels, noise_level)
+        text = TextBatch(input_ids, position_ids, attention_mask, labels, noise_level, decoder_input_ids)
         sparse = labels is not None and not return_dense_logits
         decoded = self.decoder.decode_text(concepts, text, self.encoder.embeddings.word_embeddings, sparse,
                                            output_attentions)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .deletion import DeletionCollator
 from .masking import MaskingCollator, PaddingCollator
 from .noising import DiffusionCollator
+from .prefix_suffix import PrefixSuffixCollator
 
 TASKLESS = ("simcse", "distill")  # objectives that decode nothing: unmasked batches, no labels
 
@@ -16,6 +17,11 @@ def build_collator(objective, tokenizer, seed: int, model_config):
         return DiffusionCollator.for_tokenizer(tokenizer, t_min=model_config.diffusion_t_min, seed=seed)
     if objective.name == "tsdae":
         return DeletionCollator.for_tokenizer(tokenizer, rate=objective.deletion_rate, seed=seed)
+    if objective.name == "prefix_suffix":
+        return PrefixSuffixCollator.for_tokenizer(
+            tokenizer, seed=seed, share_min=objective.prefix_share_min, share_max=objective.prefix_share_max,
+            boundary_window=objective.boundary_window, word_dropout=objective.decoder_word_dropout,
+            min_side_tokens=objective.min_side_tokens)
     if objective.name in TASKLESS:
         return PaddingCollator.for_tokenizer(tokenizer)
     return MaskingCollator.for_tokenizer(

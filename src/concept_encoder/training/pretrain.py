@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -21,7 +22,7 @@ from transformers import TrainingArguments, set_seed
 from ..config import TASKLESS_OBJECTIVES, ConfigError, ExperimentConfig, ObjectiveConfig, load_experiment
 from ..data import resolve_data_dir
 from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, split_documents
-from ..data.corpus import corpus_key, load_corpus, stream_corpus
+from ..data.corpus import CorpusError, corpus_key, load_corpus, stream_corpus
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..objectives import ObjectiveLoss, build_collator
@@ -54,6 +55,7 @@ class Prepared:
     train_collator: object  # Masking-, Deletion-, Diffusion- or PaddingCollator
     eval_collator: object
     warm_start: WarmStartPlan | None = None  # model.init_from: what the fresh model takes from the source
+    skipped_blocks: dict | None = None  # prefix_suffix: blocks too short to split, per split (None: unknown, streamed)
 
 
 def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path, warm_start: bool = True) -> Prepared:
@@ -90,12 +92,36 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         blocks = build_blocks_cached(documents, tokenizer, cache_dir, corpus_key(documents), num_proc=data.num_proc,
                                      **settings)
     objective = experiment.objective
+    train_collator = build_collator(objective, tokenizer, objective.seed, model_config)
+    skipped = None
+    if objective.name == "prefix_suffix":
+        blocks, skipped = keep_splittable(blocks, train_collator.splittable, experiment.source)
     return Prepared(
-        experiment, tokenizer, blocks, model_config,
-        build_collator(objective, tokenizer, objective.seed, model_config),
+        experiment, tokenizer, blocks, model_config, train_collator,
         build_collator(objective, tokenizer, objective.eval_seed, model_config),
-        warm_start=plan,
+        warm_start=plan, skipped_blocks=skipped,
     )
+
+
+def keep_splittable(blocks: Blocks, splittable: Callable[[int], bool], source: str) -> tuple[Blocks, dict | None]:
+    """prefix_suffix: the blocks long enough for a prefix and a suffix, and how many of each split were not.
+    A split left with none stops the run here, before any folder exists."""
+    keep = lambda batch: [splittable(n) for n in batch["length"]]  # noqa: E731
+    if isinstance(blocks.train, datasets.IterableDataset):  # streamed: filtered lazily, the count is unknown
+        train, skipped = blocks.train.filter(keep, batched=True), None
+    else:
+        train = blocks.train.filter(keep, batched=True)
+        skipped = {"train": len(blocks.train) - len(train)}
+    validation = blocks.validation.filter(keep, batched=True)
+    skipped = None if skipped is None else {**skipped, "validation": len(blocks.validation) - len(validation)}
+    for name, split in (("train", train), ("validation", validation)):
+        if isinstance(split, datasets.Dataset) and len(split) == 0:
+            raise CorpusError(f"{source}: [objective] prefix_suffix: no {name} block is long enough to split into a "
+                              "prefix and a suffix (objective.min_side_tokens each); use longer texts or packing: concat")
+    if skipped and any(skipped.values()):
+        print(f"prefix_suffix: skipped {skipped['train']} train and {skipped['validation']} validation blocks too "
+              "short to split", flush=True)
+    return dataclasses.replace(blocks, train=train, validation=validation), skipped
 
 
 def build_objective_loss(objective: ObjectiveConfig) -> ObjectiveLoss:
@@ -254,6 +280,7 @@ def pretrain(
             "validation_blocks": len(prepared.blocks.validation),
             "train_documents": prepared.blocks.train_documents,
             "validation_documents": prepared.blocks.validation_documents,
+            "skipped_blocks": prepared.skipped_blocks,
             "tokens_seen": trainer.state.num_input_tokens_seen,
             "train_runtime_s": result.metrics.get("train_runtime"),
             "wall_clock_s": round(time.time() - started, 1),
