@@ -75,6 +75,10 @@ class ConceptEncoderConfig(PretrainedConfig):
     max_position_embeddings: int = 512
     position_embedding_type: str = "absolute"  # absolute (learned table) | rotary (no table, any length)
     rotary_base: float = 10000.0
+    # contextualised tokens before compression (token_layers.py): k sliding-window self-attention blocks over
+    # the tokens, each token reading those at most token_window positions away; cost linear in N
+    token_layers: int = 0
+    token_window: int = 128
 
     # --- pretrained token backbone (ConceptEncoderForMaskedLM.from_backbone) ---
     # the HF config (dict) of a pretrained transformer whose embeddings and first `num_hidden_layers` layers
@@ -217,6 +221,15 @@ class ConceptEncoderConfig(PretrainedConfig):
                     f"{self.encoder_steps // segments}, got {self.recursion_no_grad_iterations}")
             require(self.recursion_no_grad_iterations == 0 or self.layer_type == "stacked", "recursion_no_grad_iterations",
                     "BiXT refines the tokens: a no-grad first iteration would cut the embeddings off from every loss")
+        require(self.token_layers >= 0, "token_layers", f"must be >= 0, got {self.token_layers}")
+        require(self.token_window >= 1, "token_window", f"must be >= 1, got {self.token_window}")
+        if self.token_layers:
+            require(self.token_dim % self.num_attention_heads == 0, "token_layers",
+                    f"token_dim={self.token_dim} is not divisible by num_attention_heads={self.num_attention_heads}")
+            require(self.position_embedding_type != "rotary" or (self.token_dim // self.num_attention_heads) % 2 == 0,
+                    "token_layers", "rotary token layers need an even token head dimension")
+            require(self.backbone_config is None, "token_layers",
+                    "a pretrained backbone's layers already contextualise the tokens")
         require((self.backbone_name is None) == (self.backbone_layers is None), "backbone_layers",
                 "backbone_name and backbone_layers go together")
         require(self.backbone_freeze in ("none", "embeddings", "all"), "backbone_freeze",

@@ -28,6 +28,7 @@ from .decoding import IGNORE_INDEX, TextBatch
 from .diffusion import DiffusionDecoder, reconstruct
 from .embeddings import ConceptEmbeddings, TokenEmbeddings, default_positions
 from .layers import BiXTLayer, ConceptLayer
+from .token_layers import TokenLayer
 from .vocab_loss import linear_cross_entropy_sum
 
 
@@ -76,7 +77,7 @@ class ConceptEncoderPreTrainedModel(PreTrainedModel):
     base_model_prefix = "encoder"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["ConceptLayer", "BiXTLayer", "DecoderLayer"]
+    _no_split_modules = ["ConceptLayer", "BiXTLayer", "DecoderLayer", "TokenLayer"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -180,6 +181,7 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
         config.check()
         self.embeddings = TokenEmbeddings(config)  # with a backbone: the word table of decoder queries and head
         self.backbone = TokenBackbone(config) if config.backbone_config is not None else None
+        self.token_layers = nn.ModuleList(TokenLayer(config) for _ in range(config.token_layers))
         self.concepts = ConceptEmbeddings(config)
         if config.layer_type == "stacked":
             layers = [ConceptLayer(config) for _ in range(config.num_unique_layers)]
@@ -239,8 +241,15 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
             tokens = self.backbone(input_ids, attention_mask)  # [B, N, Dt]
         else:
             tokens = self.embeddings(input_ids, position_ids)  # [B, N, Dt]
-        first_tokens = tokens  # what the concepts first read (a backbone's output): a distillation target
         key_mask, token_mask = _padding_masks(attention_mask, tokens.dtype)
+        if len(self.token_layers):  # contextualise the tokens before the concepts read them
+            token_rotary = (rotary_cos_sin(position_ids, self.config.token_dim // self.config.num_attention_heads,
+                                           self.config.rotary_base, tokens.dtype)
+                            if self.config.position_embedding_type == "rotary" else None)
+            real = None if key_mask is None else key_mask[:, 0, 0, :]
+            for layer in self.token_layers:
+                tokens = layer(tokens, real, token_rotary)
+        first_tokens = tokens  # what the concepts first read (a backbone's output): a distillation target
         rotary = (
             rotary_cos_sin(position_ids, self.config.head_dim, self.config.rotary_base, tokens.dtype)
             if self.config.position_embedding_type == "rotary"
