@@ -65,3 +65,32 @@ def test_single_sample_batches_cannot_be_shuffled(tokenizer, document_blocks):
     lonely = collated_batches(DECODERS["perceiver_io"](tokenizer), document_blocks[:3], batch_size=1)
     with pytest.raises(ValueError, match="two or more samples"):
         concept_ablation(model, lonely)
+
+
+def test_the_no_concept_floor_is_a_cross_fitted_constant(tokenizer, document_blocks):
+    """The floor is the loss of one constant concept set, fitted on the other half of the batches; fitting
+    lowers the fitted half's loss below the mean concept set it starts from, and leaves the model untouched."""
+    from concept_encoder.analysis.ablation import _decoder_loss, fit_constant_concepts
+
+    model, batches = model_and_batches(tokenizer, document_blocks, "perceiver_io")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = concept_ablation(model, batches, floor_steps=30)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+    even, odd = batches[0::2], batches[1::2]
+    constants = [fit_constant_concepts(model, half, 30) for half in (even, odd)]
+    with torch.no_grad():
+        scored = [(_decoder_loss(model, c.expand(b["input_ids"].shape[0], -1, -1), b).item(),
+                   int((b["labels"] != -100).sum())) for c, other in zip(constants, (odd, even)) for b in other]
+        start = torch.stack([model.encoder(b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state.mean(0)
+                             for b in even]).mean(0)
+        fitted = [_decoder_loss(model, x.expand(b["input_ids"].shape[0], -1, -1), b).item()
+                  for x in (start, constants[0]) for b in even[:1]]
+    assert result["concept_ablation_floor"] == pytest.approx(token_weighted(scored), rel=1e-5)
+    assert fitted[1] < fitted[0]
+    own, floor, shuffled = (result[f"concept_ablation_{k}"] for k in ("own", "floor", "shuffled"))
+    assert result["concept_ablation_gain_over_floor"] == pytest.approx(floor - own, abs=1e-9)
+    assert result["concept_ablation_gain_used"] == pytest.approx(min(floor, shuffled) - own, abs=1e-9)
+    no_floor = concept_ablation(model, batches)
+    assert "concept_ablation_floor" not in no_floor
+    assert no_floor["concept_ablation_gain_used"] == pytest.approx(no_floor["concept_ablation_gain"], abs=1e-9)

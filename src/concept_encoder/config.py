@@ -202,6 +202,9 @@ class AnalysisConfig:
     batch_size: int = 32
     during_training: bool = True  # log diagnostics at every evaluation (probe: the first validation blocks)
     during_training_blocks: int = 64
+    # the concept ablation's no-concept floor (analysis/ablation.py): Adam steps fitting the constant concept set
+    # for each half of the probe batches (after training; 0: no floor, the gate reads the shuffled gain)
+    floor_steps: int = 100
     gates: str | None = None  # a gates YAML; default: the research plan's (concept_encoder/analysis/gates.yaml)
 
     def check(self) -> None:
@@ -209,6 +212,7 @@ class AnalysisConfig:
         _require(self.batch_size >= 2, "batch_size", "must be at least 2 (the concept ablation gives each sample "
                  "another sample's concepts from the same batch)")
         _require(self.during_training_blocks >= 2, "during_training_blocks", "must be at least 2")
+        _require(self.floor_steps >= 0, "floor_steps", f"must be >= 0, got {self.floor_steps}")
         _require(self.probe_max_length is None or self.probe_max_length >= 2, "probe_max_length", "must be >= 2")
 
 

@@ -6,6 +6,13 @@ with another sample's (the batch rolled by one, so every sample reads a differen
 and with zeros. An objective that taught the concepts the text loses clearly more with shuffled
 concepts than with its own. Equal losses mean the decoder rebuilds the text from something else (a
 bypass), whatever rank the concepts have: the gate `concepts_used` fails such a run.
+
+A broken input (shuffled, zeroed) is a weak bar: a decoder may do much better with no text-specific input at all.
+The **no-concept floor** is the strongest concept-free input to the same decoder: one constant concept set [C, H],
+the same for every text, fitted by Adam to minimise the decoder's task loss (decoder frozen), cross-fitted (fit on
+half of the batches, scored on the other half, and the other way round), so that the floor is the loss of the
+best input-independent prior on text it was not fitted on. `gain_used` = min(shuffled, floor) − own: what the
+concepts add over both a wrong text and the best constant; the `concepts_used` gate reads it.
 """
 
 from __future__ import annotations
@@ -26,36 +33,81 @@ def ablated_concepts(concepts: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"own": concepts, "shuffled": concepts.roll(1, dims=0), "zeroed": torch.zeros_like(concepts)}
 
 
+def _decoder_loss(model, concepts, batch) -> torch.Tensor:
+    ids = batch["input_ids"]
+    return model.decoding_loss(concepts, ids, batch.get("attention_mask"), batch["labels"], default_positions(ids),
+                               noise_level=batch.get("noise_level"),
+                               decoder_input_ids=batch.get("decoder_input_ids"))[0]
+
+
+def fit_constant_concepts(model, batches: list[dict[str, torch.Tensor]], steps: int = 100,
+                          lr: float = 0.01) -> torch.Tensor:
+    """The one concept set [C, H] that minimises the frozen decoder's task loss over `batches` (Adam, `steps`
+    steps, batches in turn), started at the mean concept set of those texts."""
+    with torch.no_grad():
+        start = torch.stack([model.encoder(model.encoder_input_ids(b["input_ids"], b["labels"]),
+                                           attention_mask=b.get("attention_mask")).last_hidden_state.mean(0)
+                             for b in batches]).mean(0)
+    constant = torch.nn.Parameter(start.clone())
+    optimiser = torch.optim.Adam([constant], lr=lr)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for step in range(steps):
+                batch = batches[step % len(batches)]
+                loss = _decoder_loss(model, constant.expand(batch["input_ids"].shape[0], -1, -1), batch)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return constant.detach()
+
+
 @torch.no_grad()
-def concept_ablation(model, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+def concept_ablation(model, batches: Iterable[dict[str, torch.Tensor]], floor_steps: int = 0) -> dict[str, float]:
     """Token-weighted mean task loss per ablation over labelled batches of `ConceptEncoderForMaskedLM`.
 
     Returns concept_ablation_{own, shuffled, zeroed} (nats per labelled token) and concept_ablation_gain
-    = shuffled - own: what the decoder loses when it reads another text's concepts.
+    = shuffled - own: what the decoder loses when it reads another text's concepts. With `floor_steps` > 0 and
+    two or more batches, also concept_ablation_floor (the cross-fitted constant's loss, see the module docstring)
+    and concept_ablation_gain_over_floor = floor - own; concept_ablation_gain_used = min(shuffled, floor) - own
+    (the shuffled gain alone without a floor).
     """
     was_training = model.training
     model.eval()
+    batches = [b for b in batches if b["input_ids"].shape[0] >= 2 and bool((b["labels"] != IGNORE_INDEX).any())]
     totals, tokens = dict.fromkeys(ABLATIONS, 0.0), 0
+    floor = floor_steps > 0 and len(batches) >= 2
     try:
+        if floor:  # cross-fitting: each half's constant is scored on the other half
+            halves = (batches[0::2], batches[1::2])
+            constants = [fit_constant_concepts(model, half, floor_steps) for half in halves]
+            totals["floor"] = sum(float(_decoder_loss(model, constant.expand(b["input_ids"].shape[0], -1, -1), b))
+                                  * int((b["labels"] != IGNORE_INDEX).sum())
+                                  for constant, other in zip(constants, halves[::-1]) for b in other)
         for batch in batches:
             ids, labels, mask = batch["input_ids"], batch["labels"], batch.get("attention_mask")
             labelled = int((labels != IGNORE_INDEX).sum())
-            if ids.shape[0] < 2 or labelled == 0:
-                continue
-            positions = default_positions(ids)
             concepts = model.encoder(model.encoder_input_ids(ids, labels), attention_mask=mask,
-                                     position_ids=positions).last_hidden_state
+                                     position_ids=default_positions(ids)).last_hidden_state
             for name, variant in ablated_concepts(concepts).items():
-                loss = model.decoding_loss(variant, ids, mask, labels, positions, noise_level=batch.get("noise_level"),
-                                           decoder_input_ids=batch.get("decoder_input_ids"))[0]
-                totals[name] += float(loss) * labelled
+                totals[name] += float(_decoder_loss(model, variant, batch)) * labelled
             tokens += labelled
     finally:
         model.train(was_training)
     if tokens == 0:
         raise ValueError("concept ablation: no batch of two or more samples with a labelled token")
-    result = {f"concept_ablation_{name}": totals[name] / tokens for name in ABLATIONS}
-    result["concept_ablation_gain"] = result["concept_ablation_shuffled"] - result["concept_ablation_own"]
+    result = {f"concept_ablation_{name}": value / tokens for name, value in totals.items()}
+    own = result["concept_ablation_own"]
+    result["concept_ablation_gain"] = result["concept_ablation_shuffled"] - own
+    if floor:
+        result["concept_ablation_gain_over_floor"] = result["concept_ablation_floor"] - own
+    result["concept_ablation_gain_used"] = min(result["concept_ablation_shuffled"],
+                                               result.get("concept_ablation_floor", float("inf"))) - own
     return result
 
 

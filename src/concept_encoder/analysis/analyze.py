@@ -28,12 +28,15 @@ def load_concept_encoder(model_dir: Path, with_decoder: bool = False):
 
 
 def ablate(model: ConceptEncoderForMaskedLM, tokenizer, texts: list[str], objective, max_length: int,
-           batch_size: int) -> dict:
-    """The concept ablation (`ablation.py`) on the probe texts, noised by the objective's evaluation collator."""
+           batch_size: int, floor_steps: int = 0) -> dict:
+    """The concept ablation (`ablation.py`) on the probe texts, noised by the objective's evaluation collator,
+    with the no-concept floor fitted in `floor_steps` steps."""
     collator = build_collator(objective, tokenizer, objective.eval_seed, model.config)
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    if objective.name == "prefix_suffix":  # texts too short to split have no suffix to decode
+        ids = [row for row in ids if collator.splittable(len(row))]
     return concept_ablation(model, collated_batches(collator, [{"input_ids": row, "index": i} for i, row in
-                                                               enumerate(ids)], batch_size))
+                                                               enumerate(ids)], batch_size), floor_steps)
 
 
 def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: Path | None = None,
@@ -61,7 +64,7 @@ def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: 
     result = probe(model, tokenizer, texts, max_length, settings.batch_size)
     if decodes:
         result["diagnostics"].update(ablate(loaded, tokenizer, texts, experiment.objective, max_length,
-                                            settings.batch_size))
+                                            settings.batch_size, settings.floor_steps))
 
     output_dir = output_dir or (run_dir or model_dir) / ANALYSIS_DIR
     record = {
