@@ -300,3 +300,25 @@ def test_analyze_verb_on_a_model_folder_with_a_probe_file(tmp_path, tokenizer, s
     record = json.loads((model_dir / "analysis" / "analysis.json").read_text())
     assert record["probe"]["texts"] == 16 and record["diagnostics"]["num_concepts"] == 8
     assert (model_dir / "analysis" / record["plots"]["spectrum"]).exists()
+
+
+def test_the_attention_picture_shows_each_concepts_map_over_the_probe_tokens(tmp_path, tokenizer, sentences,
+                                                                             monkeypatch):
+    """One C x N panel per probe text from the last concept layer, tokens as words: the maps drawn are the
+    encoder's own cross-attention, averaged over heads."""
+    from concept_encoder import ConceptEncoderModel
+    from concept_encoder.analysis import analyze as analyze_module
+
+    encoder = ConceptEncoderModel(tiny_config(tokenizer.vocab_size)).eval()
+    drawn = {}
+    real_plot = analyze_module.plots.concept_attention
+    monkeypatch.setattr(analyze_module.plots, "concept_attention",
+                        lambda maps, words, path: drawn.update(maps=maps, words=words) or real_plot(maps, words, path))
+    path = analyze_module.attention_picture(encoder, tokenizer, sentences, tmp_path / "a.png", count=2)
+    assert path.exists() and path.stat().st_size > 1000
+    ids = tokenizer(sentences[0], return_tensors="pt")
+    with torch.no_grad():
+        expected = encoder(ids["input_ids"], output_attentions=True).cross_attentions[-1][0].mean(0)
+    assert len(drawn["maps"]) == 2 and torch.allclose(drawn["maps"][0], expected, atol=1e-6)
+    assert drawn["words"][0] == tokenizer.convert_ids_to_tokens(ids["input_ids"][0])
+    assert torch.allclose(drawn["maps"][0].sum(-1), torch.ones(8), atol=1e-5)  # each concept's map sums to one

@@ -72,19 +72,19 @@ def concept_ablation(model, batches: Iterable[dict[str, torch.Tensor]], floor_st
     """Token-weighted mean task loss per ablation over labelled batches of `ConceptEncoderForMaskedLM`.
 
     Returns concept_ablation_{own, shuffled, zeroed} (nats per labelled token) and concept_ablation_gain
-    = shuffled - own: what the decoder loses when it reads another text's concepts. With `floor_steps` > 0 and
-    two or more batches, also concept_ablation_floor (the cross-fitted constant's loss, see the module docstring)
-    and concept_ablation_gain_over_floor = floor - own; concept_ablation_gain_used = min(shuffled, floor) - own
+    = shuffled - own: what the decoder loses when it reads another text's concepts. With `floor_steps` > 0, also concept_ablation_floor (the cross-fitted constant's loss, see the module docstring)
+    and concept_ablation_gain_over_floor = floor - own (a single batch is split by rows for the cross-fit);
+    concept_ablation_gain_used = min(shuffled, floor) - own
     (the shuffled gain alone without a floor).
     """
     was_training = model.training
     model.eval()
     batches = [b for b in batches if b["input_ids"].shape[0] >= 2 and bool((b["labels"] != IGNORE_INDEX).any())]
     totals, tokens = dict.fromkeys(ABLATIONS, 0.0), 0
-    floor = floor_steps > 0 and len(batches) >= 2
+    halves = _halves(batches)
+    floor = floor_steps > 0 and halves is not None
     try:
         if floor:  # cross-fitting: each half's constant is scored on the other half
-            halves = (batches[0::2], batches[1::2])
             constants = [fit_constant_concepts(model, half, floor_steps) for half in halves]
             totals["floor"] = sum(float(_decoder_loss(model, constant.expand(b["input_ids"].shape[0], -1, -1), b))
                                   * int((b["labels"] != IGNORE_INDEX).sum())
@@ -109,6 +109,16 @@ def concept_ablation(model, batches: Iterable[dict[str, torch.Tensor]], floor_st
     result["concept_ablation_gain_used"] = min(result["concept_ablation_shuffled"],
                                                result.get("concept_ablation_floor", float("inf"))) - own
     return result
+
+
+def _halves(batches: list[dict]) -> tuple[list[dict], list[dict]] | None:
+    """Two disjoint halves of the texts for cross-fitting: alternate batches, or one batch's rows split in two."""
+    if len(batches) >= 2:
+        return batches[0::2], batches[1::2]
+    if not batches or batches[0]["input_ids"].shape[0] < 2:
+        return None
+    first, cut = batches[0], batches[0]["input_ids"].shape[0] // 2
+    return [{k: v[:cut] for k, v in first.items()}], [{k: v[cut:] for k, v in first.items()}]
 
 
 def collated_batches(collator, features: list[dict], batch_size: int) -> list[dict[str, torch.Tensor]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoModel
 
 from ..config import TASKLESS_OBJECTIVES, AnalysisConfig, ConfigError, ExperimentConfig, load_experiment
@@ -37,6 +38,19 @@ def ablate(model: ConceptEncoderForMaskedLM, tokenizer, texts: list[str], object
         ids = [row for row in ids if collator.splittable(len(row))]
     return concept_ablation(model, collated_batches(collator, [{"input_ids": row, "index": i} for i, row in
                                                                enumerate(ids)], batch_size), floor_steps)
+
+
+@torch.no_grad()
+def attention_picture(encoder, tokenizer, texts: list[str], path: Path, count: int = 3, max_tokens: int = 48) -> Path:
+    """The cross-attention heatmap of the first `count` probe texts (their first `max_tokens` tokens)."""
+    maps, words = [], []
+    for text in texts[:count]:
+        batch = tokenizer([text], truncation=True, max_length=min(max_tokens, encoder.config.max_position_embeddings),
+                          return_tensors="pt")
+        out = encoder(batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
+        maps.append(out.cross_attentions[-1][0].mean(0))  # [C, N], mean over heads
+        words.append(tokenizer.convert_ids_to_tokens(batch["input_ids"][0]))
+    return plots.concept_attention(maps, words, path)
 
 
 def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: Path | None = None,
@@ -75,6 +89,7 @@ def analyze(path: str | Path, settings: AnalysisConfig | None = None, data_dir: 
         "plots": {  # file names inside the analysis folder (the folder may move)
             "similarity": plots.similarity_heatmap(result["concepts"], output_dir / "similarity.png").name,
             "spectrum": plots.singular_value_spectrum(result["concepts"], output_dir / "spectrum.png").name,
+            "concept_attention": attention_picture(model, tokenizer, texts, output_dir / "concept_attention.png").name,
         },
     }
     write_json(output_dir / "analysis.json", record)

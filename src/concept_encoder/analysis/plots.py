@@ -92,3 +92,17 @@ def line(points: list[tuple[float, float]], path: Path, xlabel: str, ylabel: str
     axis.plot(*zip(*sorted(points)), marker="o")
     axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return _save(figure, path)
+
+
+def concept_attention(maps: list[torch.Tensor], tokens: list[list[str]], path: Path) -> Path:
+    """What the concepts read: for each probe text, its last concept layer's cross-attention (mean over heads)
+    as a C x N heatmap, tokens as words along the bottom. Rows alike: every concept reads the text the same way."""
+    figure, axes = plt.subplots(len(maps), 1, figsize=(min(2 + 0.22 * max(len(t) for t in tokens), 16),
+                                                        1.2 + 0.28 * maps[0].shape[0] * len(maps)), squeeze=False)
+    for axis, weights, words in zip(axes[:, 0], maps, tokens):
+        image = axis.imshow(weights.float().numpy(), aspect="auto", cmap="viridis", vmin=0)
+        axis.set_xticks(range(len(words)), words, rotation=90, fontsize=7)
+        axis.set_ylabel("concept")
+        figure.colorbar(image, ax=axis, shrink=0.9, pad=0.01)
+    axes[0, 0].set_title("Concept <- token attention, last concept layer (held-out probe texts)")
+    return _save(figure, path)

@@ -95,7 +95,9 @@ def build_report(run_dir: str | Path, experiment: ExperimentConfig | None = None
         lines += [f"Probe: {probe['source']} (≤ {probe['max_length']} tokens each); {facts}.", "",
                   markdown_table(["diagnostic", "value", "meaning"],
                                  [[f"`{key}`", f"{d[key]:.4g}", meaning] for key, meaning in DIAGNOSTICS_SHOWN if key in d])]
-        for name in ("similarity", "spectrum"):
+        for name in ("similarity", "spectrum", "concept_attention"):
+            if name not in analysis["plots"]:  # analysed before the plot existed
+                continue
             source = run_dir / ANALYSIS_RESULTS.parent / Path(analysis["plots"][name]).name
             if source.exists():
                 (out / source.name).parent.mkdir(parents=True, exist_ok=True)
