@@ -1,6 +1,7 @@
 """Forward+backward time and peak memory against sequence length: concept encoder vs full-attention BERT (SDPA).
 
     python benchmarks/seq_scaling.py [--quick] [--max-bert-tokens 8192]
+    python benchmarks/seq_scaling.py --token-layers 2 --max-bert-tokens 0   # + contextualised tokens (w = 128)
 
 Batch 1, N = 512, 2K, 8K, 32K, one MLM training forward+backward (15% labelled) per point, each point in a
 fresh subprocess (clean memory high-water mark). BERT stops at --max-bert-tokens (its attention is O(N²):
@@ -23,7 +24,11 @@ from models import FULL, QUICK, Shape, bert, concept_encoder, mlm_batch, trainin
 
 
 def child(kind: str, shape: Shape, repeats: int) -> None:
-    model = concept_encoder(shape, position_embedding_type="rotary") if kind == "concept" else bert(shape)
+    if kind.startswith("concept"):  # "concept" or "concept:K": K sliding-window token layers (w = 128) before
+        layers = int(kind.partition(":")[2] or 0)
+        model = concept_encoder(shape, position_embedding_type="rotary", token_layers=layers, token_window=128)
+    else:
+        model = bert(shape)
     batch = mlm_batch(shape)
     # a tiny step first, so parameter gradients exist before the baseline is read
     small = mlm_batch(dataclasses.replace(shape, tokens=64))
@@ -50,6 +55,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N up to 4K, small shapes")
     parser.add_argument("--max-bert-tokens", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--token-layers", type=int, default=0,
+                        help="also the concept encoder with this many sliding-window token layers (window 128)")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "SHAPE", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -57,10 +64,14 @@ def main() -> None:
 
     base = QUICK if args.quick else FULL
     lengths = [256, 1024, 4096] if args.quick else [512, 2048, 8192, 32768]
-    results: dict[str, list[tuple[int, dict]]] = {"concept encoder": [], "BERT (SDPA)": []}
+    kinds = [("concept encoder", "concept")]
+    if args.token_layers:
+        kinds.append((f"concept encoder + {args.token_layers} token layers (w 128)", f"concept:{args.token_layers}"))
+    kinds.append(("BERT (SDPA)", "bert"))
+    results: dict[str, list[tuple[int, dict]]] = {name: [] for name, _ in kinds}
     for n in lengths:
         shape = dataclasses.replace(base, tokens=n, batch=1)
-        for name, kind in (("concept encoder", "concept"), ("BERT (SDPA)", "bert")):
+        for name, kind in kinds:
             if kind == "bert" and n > args.max_bert_tokens:
                 continue
             result = in_subprocess(Path(__file__), kind, json.dumps(dataclasses.asdict(shape)), str(args.repeats))
@@ -87,7 +98,11 @@ def main() -> None:
             + markdown_table(["model", "N", "s / fwd+bwd", "peak memory GiB", "activation memory GiB"], rows)
             + "\n\nFitted growth exponents (value ∝ N^k):\n\n"
             + markdown_table(["model", "time k", "activation memory k", "N range"], fits))
-    write_section("seq_scaling" + ("_quick" if args.quick else ""), "Sequence-length scaling", body)
+    extra = " --token-layers {} --max-bert-tokens {}".format(args.token_layers, args.max_bert_tokens) if args.token_layers else ""
+    body = body.replace("`python benchmarks/seq_scaling.py", f"`python benchmarks/seq_scaling.py{extra}", 1)
+    name = "seq_scaling" + ("_token_layers" if args.token_layers else "") + ("_quick" if args.quick else "")
+    title = "Sequence-length scaling" + (" with token layers" if args.token_layers else "")
+    write_section(name, title, body)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def test_experiment_writes_report_registry_row_and_verdicts(finished, capsys):
     assert sum("concepts/effective_rank_per_sample" in entry for entry in history) == 3  # steps 20, 40 and final
     assert sum("concepts/ablation_gain" in entry for entry in history) == 3  # the MLM loss with shuffled concepts
     ablation = {k: v for k, v in analysis["diagnostics"].items() if k.startswith("concept_ablation_")}
-    assert set(ablation) == {f"concept_ablation_{k}" for k in ("own", "shuffled", "zeroed", "gain")}
+    assert set(ablation) == {f"concept_ablation_{k}" for k in ("own", "shuffled", "zeroed", "gain", "floor",
+                                                               "gain_over_floor", "gain_used")}
     assert run["metrics"]["analysis"]["concept_ablation_gain"]["value"] == pytest.approx(ablation["concept_ablation_gain"])
     assert "Concepts used by the decoder" in report  # its gate
 

@@ -315,7 +315,7 @@ def mteb(args: argparse.Namespace) -> int:
 def long_context(args: argparse.Namespace) -> int:
     """Long inputs: the local `article_halves` proxy as N grows (and SCROLLS from the Hub), beside TF-IDF and MiniLM."""
     from .data import resolve_data_dir
-    from .evaluation.long_context import long_context_section, run_long_context
+    from .evaluation.long_context import BASELINES, long_context_section, run_long_context
     from .reporting import with_section
     from .rundir import write_atomic, write_json
 
@@ -325,9 +325,11 @@ def long_context(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{model}: no such run or model folder")
     results = run_long_context(args.models, data_dir, tuple(args.lengths), args.articles,
                                references=not args.no_references, truncated=tuple(args.also_truncated),
-                               scrolls=tuple(args.scrolls), static=args.static)
+                               scrolls=tuple(args.scrolls), static=args.static, baselines=tuple(args.baselines))
     command = " ".join(["concept-encoder long-context", *args.models]
-                       + (["--also-truncated", *map(str, args.also_truncated)] if args.also_truncated else []))
+                       + (["--also-truncated", *map(str, args.also_truncated)] if args.also_truncated else [])
+                       + (["--static", args.static] if args.static else [])
+                       + (["--baselines", *args.baselines] if tuple(args.baselines) != BASELINES else []))
     section = long_context_section(results, command)
     print(section)
     if args.output:
@@ -335,8 +337,8 @@ def long_context(args: argparse.Namespace) -> int:
     if args.results_file:
         path = Path(args.results_file)
         write_atomic(path, with_section(path.read_text(encoding="utf-8") if path.exists() else None,
-                                        "long-context", section))
-        print(f"results: {args.results_file} (section long-context)")
+                                        args.section, section))
+        print(f"results: {args.results_file} (section {args.section})")
     return 0
 
 
@@ -523,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--also-truncated", nargs="*", type=int, default=[], metavar="TOKENS",
                    help="each concept encoder again, reading only its first TOKENS tokens (does reading further help?)")
     p.add_argument("--static", metavar="DIR", help="a model2vec student folder (`static-student --to DIR`) as a row")
+    p.add_argument("--baselines", nargs="*", default=["tfidf", "bm25", "minilm", "minilm-chunked"],
+                   choices=["tfidf", "bm25", "minilm", "minilm-chunked"], help="reference rows (default: all)")
+    p.add_argument("--section", default="long-context", help="the generated section of --results-file to rewrite")
     p.add_argument("--scrolls", nargs="*", default=[], choices=["contract_nli", "quality"],
                    help="SCROLLS tasks from the Hub (needs the network)")
     p.add_argument("--output", help="results JSON")

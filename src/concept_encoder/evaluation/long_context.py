@@ -329,16 +329,25 @@ def run_scrolls(config: str, embed: Embed, max_examples: int | None = None) -> d
 
 
 # ------------------------------------------------------------------------------------------ the whole comparison
+BASELINES = ("tfidf", "bm25", "minilm", "minilm-chunked")
+
+
 def contenders_for(models: list[str], references: bool = True, truncated: tuple[int, ...] = (),
-                   static: str | None = None) -> list[Contender]:
-    """The baselines users would pick instead: TF-IDF, BM25, MiniLM truncated at 256 (its sentence-transformers
-    default) and 512 (its position table) and chunk-and-averaged over the whole half (256-token chunks), and the
-    model2vec student of MiniLM (`static`, a folder from `static-student`). Then each concept encoder reading the
-    whole half, pooled and at the concept level (late interaction), and again reading only the first `truncated`
-    tokens (does reading further help it?)."""
-    rows = [Contender("TF-IDF cosine", "tfidf"), Contender("BM25 (bm25s)", "bm25")] if references else []
-    if references:
+                   static: str | None = None, baselines: tuple[str, ...] = BASELINES) -> list[Contender]:
+    """The baselines users would pick instead (`baselines`, with `references`): TF-IDF, BM25, MiniLM truncated at
+    256 (its sentence-transformers default) and 512 (its position table), MiniLM chunk-and-averaged over the whole
+    half (256-token chunks); the model2vec student of MiniLM (`static`, a folder from `static-student`). Then each
+    concept encoder reading the whole half, pooled and at the concept level (late interaction), and again reading
+    only the first `truncated` tokens (does reading further help it?)."""
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise TaskError(f"unknown long-context baseline(s) {unknown}; choose from {list(BASELINES)}")
+    chosen = set(baselines) if references else set()
+    rows = [Contender("TF-IDF cosine", "tfidf")] if "tfidf" in chosen else []
+    rows += [Contender("BM25 (bm25s)", "bm25")] if "bm25" in chosen else []
+    if "minilm" in chosen:
         rows += [Contender("all-MiniLM-L6-v2 (mean of tokens)", "model", REFERENCE_TOKENIZER, n) for n in (256, 512)]
+    if "minilm-chunked" in chosen:
         rows += [Contender("all-MiniLM-L6-v2 (mean of tokens)", "model", REFERENCE_TOKENIZER, chunk=256)]
     if static is not None:
         rows += [Contender(f"model2vec student `{Path(static).name}`", "model", str(static))]
@@ -352,9 +361,9 @@ def contenders_for(models: list[str], references: bool = True, truncated: tuple[
 
 def run_long_context(models: list[str], data_dir: Path, lengths=LENGTHS, max_articles: int = 200,
                      references: bool = True, truncated: tuple[int, ...] = (), scrolls: tuple[str, ...] = (),
-                     static: str | None = None, log=print) -> dict:
+                     static: str | None = None, baselines: tuple[str, ...] = BASELINES, log=print) -> dict:
     """The local proxy at every length for every contender, then each SCROLLS task asked for (Hub)."""
-    contenders = contenders_for(models, references, truncated, static)
+    contenders = contenders_for(models, references, truncated, static, baselines)
     results = run_halves(article_halves(data_dir, lengths, max_articles), contenders, log)
     for config in scrolls:
         results.setdefault("scrolls", {})[config] = {

@@ -119,14 +119,22 @@ def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_length:
     """Pooled vectors [len(texts), H] in the order of `texts`, L2-normalised unless `normalize=False`."""
     if isinstance(model, StaticEncoder):  # reads the whole text: a static model has no length limit
         return model.encode(texts, normalize=normalize)
+    pooled = lambda batch: pool(model, batch["input_ids"], batch["attention_mask"]).float()  # noqa: E731
+    return _in_order(model, tokenizer, texts, batch_size, max_length, pooled, normalize)
+
+
+def _in_order(model, tokenizer, texts: list[str], batch_size: int, max_length: int | None, compute,
+              normalize: bool) -> torch.Tensor:
+    """`compute(batch)` over length-sorted batches of `texts`, put back in the order of `texts` [len(texts), ...],
+    L2-normalised along the last dimension unless `normalize=False`."""
     vectors: torch.Tensor | None = None
     for rows in length_sorted_batches(texts, batch_size):
         batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                           max_length=max_tokens(model, max_length), return_tensors="pt")
-        pooled = pool(model, batch["input_ids"], batch["attention_mask"]).float()
+        out = compute(batch)
         if vectors is None:
-            vectors = pooled.new_empty(len(texts), pooled.shape[-1])
-        vectors[rows] = F.normalize(pooled, dim=-1) if normalize else pooled
+            vectors = out.new_empty(len(texts), *out.shape[1:])
+        vectors[rows] = F.normalize(out, dim=-1) if normalize else out
     return vectors
 
 
@@ -135,15 +143,8 @@ def encode_concepts(model, tokenizer, texts: list[str], batch_size: int = 64, ma
                     normalize: bool = True) -> torch.Tensor:
     """Concepts [len(texts), C, H] in the order of `texts`, each concept L2-normalised unless `normalize=False`
     (what `inference.scoring.late_interaction` compares)."""
-    vectors: torch.Tensor | None = None
-    for rows in length_sorted_batches(texts, batch_size):
-        batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                          max_length=max_tokens(model, max_length), return_tensors="pt")
-        states = concept_states(model, batch["input_ids"], batch["attention_mask"]).float()
-        if vectors is None:
-            vectors = states.new_empty(len(texts), *states.shape[1:])
-        vectors[rows] = F.normalize(states, dim=-1) if normalize else states
-    return vectors
+    states = lambda batch: concept_states(model, batch["input_ids"], batch["attention_mask"]).float()  # noqa: E731
+    return _in_order(model, tokenizer, texts, batch_size, max_length, states, normalize)
 
 
 @torch.no_grad()
