@@ -78,12 +78,14 @@ def test_the_no_concept_floor_is_a_cross_fitted_constant(tokenizer, document_blo
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
     even, odd = batches[0::2], batches[1::2]
-    constants = [fit_constant_concepts(model, half, 30) for half in (even, odd)]
+    with torch.no_grad():
+        starts = [torch.cat([model.encoder(b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+                             for b in half]).mean(0) for half in (even, odd)]
+    constants = [fit_constant_concepts(model, half, start, 30) for half, start in zip((even, odd), starts)]
     with torch.no_grad():
         scored = [(_decoder_loss(model, c.expand(b["input_ids"].shape[0], -1, -1), b).item(),
                    int((b["labels"] != -100).sum())) for c, other in zip(constants, (odd, even)) for b in other]
-        start = torch.stack([model.encoder(b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state.mean(0)
-                             for b in even]).mean(0)
+        start = starts[0]
         fitted = [_decoder_loss(model, x.expand(b["input_ids"].shape[0], -1, -1), b).item()
                   for x in (start, constants[0]) for b in even[:1]]
     assert result["concept_ablation_floor"] == pytest.approx(token_weighted(scored), rel=1e-5)

@@ -11,7 +11,7 @@ from concept_encoder import ConceptEncoderForMaskedLM
 from concept_encoder.analysis.ablation import concept_ablation
 from concept_encoder.config import ConfigError, load_experiment
 from concept_encoder.objectives.masking import IGNORE_INDEX
-from concept_encoder.objectives.prefix_suffix import PrefixSuffixCollator, sentence_end_ids, split_point
+from concept_encoder.objectives.prefix_suffix import PrefixSuffixCollator, sentence_end_ids, split_points
 
 from .conftest import tiny_config
 
@@ -22,12 +22,14 @@ def collator(tokenizer, **settings):
     return PrefixSuffixCollator.for_tokenizer(tokenizer, **settings)
 
 
-def test_split_point_takes_the_nearest_sentence_end_within_the_window():
-    ends = np.array([9, 30, 44])  # sentence-end tokens at these positions: cuts after them at 10, 31, 45
-    assert split_point(100, 40, ends, window=10, min_side=4) == 45  # |45-40| = 5 beats |31-40| = 9
-    assert split_point(100, 38, ends, window=10, min_side=4) == 31  # a tie (7 and 7) goes to the earlier cut
-    assert split_point(100, 20, ends, window=5, min_side=4) == 20  # nothing within 5 tokens: the drawn token cut
-    assert split_point(12, 11, np.array([], dtype=int), window=3, min_side=4) == 8  # both sides keep 4 tokens
+def test_split_points_take_the_nearest_sentence_end_within_the_window():
+    is_end = np.zeros((4, 100), dtype=bool)
+    is_end[:3, [9, 30, 44]] = True  # sentence ends at these positions: cuts after them at 10, 31, 45
+    cuts = split_points(np.array([100, 100, 100, 12]), np.array([40, 38, 20, 11]), is_end, np.array([10, 10, 5, 3]),
+                        min_side=4)
+    # |45-40| = 5 beats |31-40| = 9; a tie (7 and 7) goes to the earlier cut; nothing within 5 tokens of 20: the
+    # drawn token cut; a 12-token block with no sentence end: both sides keep 4 tokens
+    assert cuts.tolist() == [45, 31, 20, 8]
 
 
 def test_sentence_ends_are_punctuation_and_sep(tokenizer):
@@ -115,3 +117,20 @@ def test_config_pairs_the_objective_with_the_autoregressive_decoder(tmp_path):
         load_experiment(path)
     with pytest.raises(ConfigError, match="prefix_share_min"):
         load_experiment(TWIN, ["objective.prefix_share_min=0.6"])
+
+
+def test_short_blocks_are_skipped_and_counted_and_a_corpus_with_none_to_split_stops_first(tmp_path, capsys):
+    import json
+
+    from concept_encoder.cli import main
+
+    common = ["--output-dir", str(tmp_path), "--set", "data.packing=document", "--set", "training.max_steps=2",
+              "--set", "training.eval_steps=2", "--set", "training.save_steps=2", "--set", "analysis.during_training=false"]
+    assert main(["pretrain", str(TWIN), *common, "--set", "objective.min_side_tokens=1000"]) == 2
+    assert "no train block is long enough to split" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name != ".cache"]  # nothing but the shared caches
+    assert main(["pretrain", str(TWIN), *common, "--set", "objective.min_side_tokens=24",
+                 "--set", "training.run_name=s"]) == 0
+    skipped = json.loads((tmp_path / "s" / "train_summary.json").read_text())["skipped_blocks"]
+    assert skipped["train"] > 0 and skipped["validation"] >= 0
+    assert f"skipped {skipped['train']} train" in capsys.readouterr().out

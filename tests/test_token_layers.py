@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from concept_encoder import ConceptEncoderModel
-from concept_encoder.modeling.token_layers import TokenLayer, sliding_window_attention
+from concept_encoder.modeling.attention import sliding_window_attention
+from concept_encoder.modeling.layers import TokenLayer
 
 from .conftest import tiny_config
 
@@ -35,9 +36,9 @@ def test_positions_further_than_the_window_do_not_interact_within_one_block(toke
     assert moved[far].max() == 0 and (moved[~far] > 0).all()
 
 
-@pytest.mark.parametrize("rotary", [False, True])
-def test_the_encoder_with_token_layers_is_padding_invariant(tokenizer, batch, rotary):
-    extra = {"position_embedding_type": "rotary"} if rotary else {}
+@pytest.mark.parametrize("extra", [{}, {"position_embedding_type": "rotary"},
+                                   {"position_embedding_type": "rotary", "token_dim": 32}])  # its own rotary table
+def test_the_encoder_with_token_layers_is_padding_invariant(tokenizer, batch, extra):
     model = ConceptEncoderModel(tiny_config(tokenizer.vocab_size, token_layers=2, token_window=3, **extra)).eval()
     ids, mask = batch["input_ids"][:4], batch["attention_mask"][:4]
     padded_ids = torch.cat([ids, torch.zeros(4, 9, dtype=ids.dtype)], dim=1)
@@ -50,7 +51,7 @@ def test_the_encoder_with_token_layers_is_padding_invariant(tokenizer, batch, ro
 def test_token_layers_receive_gradients_and_are_validated(tokenizer, batch):
     model = ConceptEncoderModel(tiny_config(tokenizer.vocab_size, token_layers=1, token_window=8))
     model(batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state.sum().backward()
-    assert model.token_layers[0].to_qkv.weight.grad.abs().sum() > 0
+    assert model.token_layers[0].attn.to_q.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="token_window"):
         tiny_config(tokenizer.vocab_size, token_layers=1, token_window=0)
     with pytest.raises(ValueError, match="token_layers"):

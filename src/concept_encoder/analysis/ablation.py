@@ -40,14 +40,10 @@ def _decoder_loss(model, concepts, batch) -> torch.Tensor:
                                decoder_input_ids=batch.get("decoder_input_ids"))[0]
 
 
-def fit_constant_concepts(model, batches: list[dict[str, torch.Tensor]], steps: int = 100,
+def fit_constant_concepts(model, batches: list[dict[str, torch.Tensor]], start: torch.Tensor, steps: int = 100,
                           lr: float = 0.01) -> torch.Tensor:
-    """The one concept set [C, H] that minimises the frozen decoder's task loss over `batches` (Adam, `steps`
-    steps, batches in turn), started at the mean concept set of those texts."""
-    with torch.no_grad():
-        start = torch.stack([model.encoder(model.encoder_input_ids(b["input_ids"], b["labels"]),
-                                           attention_mask=b.get("attention_mask")).last_hidden_state.mean(0)
-                             for b in batches]).mean(0)
+    """The one concept set [C, H] that minimises the frozen decoder's task loss over `batches` (Adam from `start`,
+    `steps` steps, batches in turn)."""
     constant = torch.nn.Parameter(start.clone())
     optimiser = torch.optim.Adam([constant], lr=lr)
     frozen = [p for p in model.parameters() if p.requires_grad]
@@ -67,58 +63,63 @@ def fit_constant_concepts(model, batches: list[dict[str, torch.Tensor]], steps: 
     return constant.detach()
 
 
+def _labelled(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["labels"] != IGNORE_INDEX).sum())
+
+
 @torch.no_grad()
 def concept_ablation(model, batches: Iterable[dict[str, torch.Tensor]], floor_steps: int = 0) -> dict[str, float]:
     """Token-weighted mean task loss per ablation over labelled batches of `ConceptEncoderForMaskedLM`.
 
     Returns concept_ablation_{own, shuffled, zeroed} (nats per labelled token) and concept_ablation_gain
-    = shuffled - own: what the decoder loses when it reads another text's concepts. With `floor_steps` > 0, also concept_ablation_floor (the cross-fitted constant's loss, see the module docstring)
-    and concept_ablation_gain_over_floor = floor - own (a single batch is split by rows for the cross-fit);
-    concept_ablation_gain_used = min(shuffled, floor) - own
-    (the shuffled gain alone without a floor).
+    = shuffled - own: what the decoder loses when it reads another text's concepts. With `floor_steps` > 0, also
+    concept_ablation_floor (the cross-fitted constant's loss, see the module docstring; a single batch is split by
+    rows for the cross-fit) and concept_ablation_gain_over_floor = floor - own. concept_ablation_gain_used =
+    min(shuffled, floor) - own, the shuffled gain alone without a floor.
     """
     was_training = model.training
     model.eval()
-    batches = [b for b in batches if b["input_ids"].shape[0] >= 2 and bool((b["labels"] != IGNORE_INDEX).any())]
-    totals, tokens = dict.fromkeys(ABLATIONS, 0.0), 0
-    halves = _halves(batches)
-    floor = floor_steps > 0 and halves is not None
+    batches = [b for b in batches if b["input_ids"].shape[0] >= 2 and _labelled(b) > 0]
+    totals, halves = dict.fromkeys(ABLATIONS, 0.0), None
     try:
-        if floor:  # cross-fitting: each half's constant is scored on the other half
-            constants = [fit_constant_concepts(model, half, floor_steps) for half in halves]
-            totals["floor"] = sum(float(_decoder_loss(model, constant.expand(b["input_ids"].shape[0], -1, -1), b))
-                                  * int((b["labels"] != IGNORE_INDEX).sum())
-                                  for constant, other in zip(constants, halves[::-1]) for b in other)
-        for batch in batches:
-            ids, labels, mask = batch["input_ids"], batch["labels"], batch.get("attention_mask")
-            labelled = int((labels != IGNORE_INDEX).sum())
-            concepts = model.encoder(model.encoder_input_ids(ids, labels), attention_mask=mask,
-                                     position_ids=default_positions(ids)).last_hidden_state
+        encoded = [model.encoder(model.encoder_input_ids(b["input_ids"], b["labels"]),
+                                 attention_mask=b.get("attention_mask"),
+                                 position_ids=default_positions(b["input_ids"])).last_hidden_state for b in batches]
+        for batch, concepts in zip(batches, encoded):
             for name, variant in ablated_concepts(concepts).items():
-                totals[name] += float(_decoder_loss(model, variant, batch)) * labelled
-            tokens += labelled
+                totals[name] += float(_decoder_loss(model, variant, batch)) * _labelled(batch)
+        halves = _halves(batches, encoded) if floor_steps > 0 else None
+        if halves is not None:  # cross-fitting: each half's constant, from its mean concept set, scored on the other
+            totals["floor"] = 0.0
+            for (fit_on, concepts), (scored, _) in (halves, halves[::-1]):
+                constant = fit_constant_concepts(model, fit_on, torch.cat(concepts).mean(0), floor_steps)
+                totals["floor"] += sum(float(_decoder_loss(model, constant.expand(b["input_ids"].shape[0], -1, -1), b))
+                                       * _labelled(b) for b in scored)
     finally:
         model.train(was_training)
+    tokens = sum(_labelled(b) for b in batches)
     if tokens == 0:
         raise ValueError("concept ablation: no batch of two or more samples with a labelled token")
     result = {f"concept_ablation_{name}": value / tokens for name, value in totals.items()}
     own = result["concept_ablation_own"]
     result["concept_ablation_gain"] = result["concept_ablation_shuffled"] - own
-    if floor:
+    if halves is not None:
         result["concept_ablation_gain_over_floor"] = result["concept_ablation_floor"] - own
     result["concept_ablation_gain_used"] = min(result["concept_ablation_shuffled"],
                                                result.get("concept_ablation_floor", float("inf"))) - own
     return result
 
 
-def _halves(batches: list[dict]) -> tuple[list[dict], list[dict]] | None:
-    """Two disjoint halves of the texts for cross-fitting: alternate batches, or one batch's rows split in two."""
+def _halves(batches: list[dict], encoded: list[torch.Tensor]):
+    """Two disjoint halves of the texts for cross-fitting, each as (batches, their concepts): alternate batches,
+    or one batch's rows split in two; None when there are not two texts."""
     if len(batches) >= 2:
-        return batches[0::2], batches[1::2]
+        return (batches[0::2], encoded[0::2]), (batches[1::2], encoded[1::2])
     if not batches or batches[0]["input_ids"].shape[0] < 2:
         return None
-    first, cut = batches[0], batches[0]["input_ids"].shape[0] // 2
-    return [{k: v[:cut] for k, v in first.items()}], [{k: v[cut:] for k, v in first.items()}]
+    batch, concepts, cut = batches[0], encoded[0], batches[0]["input_ids"].shape[0] // 2
+    return (([{k: v[:cut] for k, v in batch.items()}], [concepts[:cut]]),
+            ([{k: v[cut:] for k, v in batch.items()}], [concepts[cut:]]))
 
 
 def collated_batches(collator, features: list[dict], batch_size: int) -> list[dict[str, torch.Tensor]]:

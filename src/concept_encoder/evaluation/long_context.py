@@ -127,7 +127,6 @@ class ModelEmbedder:
 
     def __init__(self, model_path: str, pooling: str = "mean", batch_size: int = 8):
         from ..inference.encoder import load_encoder
-
         from ..inference.static import StaticEncoder
 
         self.model, self.tokenizer = load_encoder(model_path, pooling)

@@ -7,6 +7,7 @@ alike), so references run beside concept encoders through the same code.
 from __future__ import annotations
 
 import numpy as np
+import torch.nn.functional as F
 
 from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split
 from ..inference.encoder import POOLINGS, EncoderError, encode, encode_concepts, load_encoder, model_source, model_tokenizer
@@ -21,14 +22,19 @@ __all__ = ["POOLINGS", "EncoderError", "encode", "load_encoder", "model_source",
 def zero_shot_sts(model, tokenizer, task: Task, examples: list[dict]) -> dict[str, float]:
     """Cosine similarity of the two sentences' vectors against the gold scores, metrics x 100. A concept encoder
     is also scored at the concept level (`maxsim_*`: symmetric late interaction, `inference.scoring`)."""
-    texts_a, texts_b = [e["text_a"] for e in examples], [e["text_b"] for e in examples]
+    texts = [e["text_a"] for e in examples], [e["text_b"] for e in examples]
     gold = np.array([e["label"] for e in examples])
-    cosine = (encode(model, tokenizer, texts_a) * encode(model, tokenizer, texts_b)).sum(-1).numpy()
-    scores = {name: 100 * value for name, value in compute_metrics(task, cosine, gold).items()}
+    scores, concepts = {}, None
     if getattr(model, "is_concept_encoder", False):
-        maxsim = late_interaction(encode_concepts(model, tokenizer, texts_a), encode_concepts(model, tokenizer, texts_b))
-        scores |= {f"maxsim_{name}": 100 * value for name, value in compute_metrics(task, maxsim.numpy(), gold).items()}
-    return scores
+        concepts = [encode_concepts(model, tokenizer, side, normalize=False) for side in texts]  # one pass per side
+        maxsim = late_interaction(*concepts).numpy()
+        scores = {f"maxsim_{name}": 100 * value for name, value in compute_metrics(task, maxsim, gold).items()}
+    if concepts is not None and model.pooling_mode == "mean":  # the mean of the concepts just computed
+        a, b = (F.normalize(c.mean(dim=1), dim=-1) for c in concepts)
+    else:
+        a, b = (encode(model, tokenizer, side) for side in texts)
+    cosine = (a * b).sum(-1).numpy()
+    return {name: 100 * value for name, value in compute_metrics(task, cosine, gold).items()} | scores
 
 
 def require_similarity_tasks(tasks: list[Task]) -> None:

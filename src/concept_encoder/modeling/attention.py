@@ -4,7 +4,8 @@ Shapes: B batch, h heads, d head dim, Lq queries, Lk keys. Masks are boolean and
 *True means "may attend"*; a key mask has shape [B, 1, 1, Lk].
 
 Every attention in the model (concept <- token cross-attention, concept self-attention,
-the BiXT bidirectional attention, the decoder's query <- concept attention) calls `attend`,
+the BiXT bidirectional attention, the decoder's query <- concept attention, the token layers' sliding-window
+self-attention) calls `attend`,
 which runs `torch.nn.functional.scaled_dot_product_attention`. It falls back to an explicit softmax,
 which returns the same output, when attention maps are requested, and for attention dropout on a CPU
 (eager): SDPA's fused CPU kernel has no dropout, so it would materialise the weights as well, and draw
@@ -40,6 +41,38 @@ def attend(
         weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
     out = dropout_matmul(weights, v, dropout_p)
     return out, (weights if need_weights else None)  # maps before dropout
+
+
+# ---------------------------------------------------------------------- sliding-window self-attention
+def with_neighbours(x: torch.Tensor, chunk_dim: int) -> torch.Tensor:
+    """Chunks along `chunk_dim` (their items along the next dim) -> each chunk with its previous and next chunk
+    beside it: [..., n, w, ...] -> [..., n, 3w, ...], zeros (False) past either end."""
+    n = x.shape[chunk_dim]
+    edge = torch.zeros_like(x.narrow(chunk_dim, 0, 1))
+    padded = torch.cat([edge, x, edge], dim=chunk_dim)
+    return torch.cat([padded.narrow(chunk_dim, i, n) for i in range(3)], dim=chunk_dim + 1)
+
+
+def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
+                             real: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """Self-attention of q [B, h, N, d] to k, v restricted to |i - j| <= window and to real keys (`real` bool
+    [B, N]); every query also sees itself, so no row is empty. The sequence is cut into chunks of `window`, each
+    chunk's queries read their chunk and its two neighbours (3w keys): memory O(N * window), never [N, N]."""
+    b, h, length, d = q.shape
+    w = window
+    pad = (-length) % w
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    n = (length + pad) // w
+    real = torch.ones(b, length, dtype=torch.bool, device=q.device) if real is None else real
+    real = F.pad(real, (0, pad), value=False).view(b, n, w)
+    q, k, v = (t.view(b, h, n, w, d) for t in (q, k, v))
+    keys, values = with_neighbours(k, 2), with_neighbours(v, 2)  # [B, h, n, 3w, d]
+    # query a of chunk c is position c*w + a; key slot s of its neighbourhood is position (c-1)*w + s
+    offset = torch.arange(3 * w, device=q.device)[None, :] - w - torch.arange(w, device=q.device)[:, None]  # j - i
+    mask = ((offset.abs() <= w) & with_neighbours(real, 1)[:, :, None, :]) | (offset == 0)  # [B, n, w, 3w]
+    out, _ = attend(q, keys, values, mask[:, None], dropout_p)  # [B, h, n, w, d]
+    return out.reshape(b, h, n * w, d)[:, :, :length]
 
 
 # ---------------------------------------------------------------------- rotary positions
@@ -102,7 +135,14 @@ class Attention(nn.Module):
         need_weights: bool = False,
         causal: bool = False,  # self-attention only: query i sees keys j <= i
         context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # from project_context, reused across calls
+        window: int | None = None,  # self-attention only: query i sees keys |i - j| <= window (O(N * window))
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if window is not None:
+            q = apply_rotary(split_heads(self.to_q(x), self.num_heads), query_rotary)
+            k, v = self.project_context(x, key_rotary)
+            real = None if key_mask is None else key_mask[:, 0, 0, :]
+            out = sliding_window_attention(q, k, v, window, real, self.dropout if self.training else 0.0)
+            return self.to_out(merge_heads(out)), None
         context = x if context is None else context
         if causal:
             n = x.shape[1]

@@ -75,7 +75,7 @@ class ConceptEncoderConfig(PretrainedConfig):
     max_position_embeddings: int = 512
     position_embedding_type: str = "absolute"  # absolute (learned table) | rotary (no table, any length)
     rotary_base: float = 10000.0
-    # contextualised tokens before compression (token_layers.py): k sliding-window self-attention blocks over
+    # contextualised tokens before compression (layers.TokenLayer): k sliding-window self-attention blocks over
     # the tokens, each token reading those at most token_window positions away; cost linear in N
     token_layers: int = 0
     token_window: int = 128

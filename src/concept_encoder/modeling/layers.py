@@ -1,4 +1,4 @@
-"""Building blocks: feed-forward, the concept layers (stacked, BiXT) and the decoder layer.
+"""Building blocks: feed-forward, the token layer, the concept layers (stacked, BiXT) and the decoder layer.
 
 All layers are pre-LN: x + f(LN(x)). Shapes: concepts [B, C, H], tokens [B, N, Dt],
 key mask bool [B, 1, 1, N] (True = real token) or None when nothing is padded.
@@ -41,6 +41,28 @@ class FeedForward(nn.Module):
 
 def _layer_norm(config: ConceptEncoderConfig, dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=config.layer_norm_eps)
+
+
+class TokenLayer(GradientCheckpointingLayer):
+    """Contextualised tokens before compression (`model.token_layers`): a pre-LN block over the tokens [B, N, Dt],
+    sliding-window self-attention (each token reads those at most `token_window` positions away), then an FFN.
+    Without it a stacked encoder's concepts read token embeddings that never saw their neighbours."""
+
+    def __init__(self, config: ConceptEncoderConfig):
+        super().__init__()
+        dim, heads = config.token_dim, config.num_attention_heads
+        self.window = config.token_window
+        self.attn_norm = _layer_norm(config, dim)
+        self.attn = Attention(dim, dim, heads, dim // heads, config.attention_probs_dropout_prob)
+        self.ffn_norm = _layer_norm(config, dim)
+        self.ffn = FeedForward(dim, config.intermediate_size, config.ffn_type, config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None, rotary: Rotary = None):
+        update, _ = self.attn(self.attn_norm(tokens), key_mask=key_mask, query_rotary=rotary, key_rotary=rotary,
+                              window=self.window)
+        tokens = tokens + self.dropout(update)
+        return tokens + self.dropout(self.ffn(self.ffn_norm(tokens)))
 
 
 class ConceptLayer(GradientCheckpointingLayer):

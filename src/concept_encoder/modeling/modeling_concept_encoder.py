@@ -27,8 +27,7 @@ from .decoder import ConceptDecoder
 from .decoding import IGNORE_INDEX, TextBatch
 from .diffusion import DiffusionDecoder, reconstruct
 from .embeddings import ConceptEmbeddings, TokenEmbeddings, default_positions
-from .layers import BiXTLayer, ConceptLayer
-from .token_layers import TokenLayer
+from .layers import BiXTLayer, ConceptLayer, TokenLayer
 from .vocab_loss import linear_cross_entropy_sum
 
 
@@ -242,19 +241,15 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
         else:
             tokens = self.embeddings(input_ids, position_ids)  # [B, N, Dt]
         key_mask, token_mask = _padding_masks(attention_mask, tokens.dtype)
-        if len(self.token_layers):  # contextualise the tokens before the concepts read them
-            token_rotary = (rotary_cos_sin(position_ids, self.config.token_dim // self.config.num_attention_heads,
-                                           self.config.rotary_base, tokens.dtype)
-                            if self.config.position_embedding_type == "rotary" else None)
-            real = None if key_mask is None else key_mask[:, 0, 0, :]
-            for layer in self.token_layers:
-                tokens = layer(tokens, real, token_rotary)
+        rotary = token_rotary = None
+        if self.config.position_embedding_type == "rotary":
+            rotary = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rotary_base, tokens.dtype)
+            token_head_dim = self.config.token_dim // self.config.num_attention_heads
+            token_rotary = rotary if token_head_dim == self.config.head_dim or not len(self.token_layers) else (
+                rotary_cos_sin(position_ids, token_head_dim, self.config.rotary_base, tokens.dtype))
+        for layer in self.token_layers:  # contextualise the tokens before the concepts read them
+            tokens = layer(tokens, key_mask, token_rotary)
         first_tokens = tokens  # what the concepts first read (a backbone's output): a distillation target
-        rotary = (
-            rotary_cos_sin(position_ids, self.config.head_dim, self.config.rotary_base, tokens.dtype)
-            if self.config.position_embedding_type == "rotary"
-            else None
-        )
         concepts = self.concepts(input_ids.shape[0])  # [B, C, H]
 
         hidden_states, self_maps, cross_maps = [concepts], [], []

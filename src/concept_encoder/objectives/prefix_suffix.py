@@ -29,24 +29,23 @@ SENTENCE_ENDS = (".", "!", "?")
 def sentence_end_ids(tokenizer) -> list[int]:
     """Ids of every vocabulary entry that ends a sentence: `.`, `!`, `?` alone or with a word-piece /
     byte-level marker (`##.`, `Ġ.`, `▁.`), plus [SEP], which ends a document in packed blocks."""
-    ids = {i for token, i in tokenizer.get_vocab().items()
-           if token.lstrip("#Ġ▁").strip() in SENTENCE_ENDS and token.lstrip("#Ġ▁").strip() != ""}
+    ids = {i for token, i in tokenizer.get_vocab().items() if token.lstrip("#Ġ▁").strip() in SENTENCE_ENDS}
     if tokenizer.sep_token_id is not None:
         ids.add(tokenizer.sep_token_id)
     return sorted(ids)
 
 
-def split_point(n: int, target: int, ends: np.ndarray, window: int, min_side: int) -> int:
-    """The prefix length of a text of n tokens: the cut after a sentence end (`ends`: positions of sentence-end
-    tokens; cutting after position j gives a prefix of j + 1 tokens) nearest to `target` within `window`
-    tokens, else `target`; both sides keep at least `min_side` tokens."""
-    lo, hi = min_side, n - min_side
-    target = min(max(target, lo), hi)
-    cuts = ends + 1
-    cuts = cuts[(cuts >= lo) & (cuts <= hi) & (np.abs(cuts - target) <= window)]
-    if cuts.size == 0:
-        return target
-    return int(cuts[np.argmin(np.abs(cuts - target))])
+def split_points(lengths: np.ndarray, targets: np.ndarray, is_end: np.ndarray, windows: np.ndarray,
+                 min_side: int) -> np.ndarray:
+    """Prefix lengths [B] of blocks of `lengths` [B] tokens: the cut after a sentence end (`is_end` [B, N]; cutting
+    after position j gives a prefix of j + 1 tokens) nearest to `targets` [B] within `windows` [B] tokens (a tie
+    goes to the earlier cut), else the target; both sides keep at least `min_side` tokens."""
+    targets = np.clip(targets, min_side, lengths - min_side)
+    cuts = np.arange(1, is_end.shape[1] + 1)[None, :]  # [1, N]
+    distance = np.abs(cuts - targets[:, None])
+    allowed = is_end & (cuts >= min_side) & (cuts <= (lengths - min_side)[:, None]) & (distance <= windows[:, None])
+    nearest = np.where(allowed, distance, np.iinfo(np.int64).max).argmin(axis=1)  # the first of equal distances
+    return np.where(allowed.any(axis=1), nearest + 1, targets)
 
 
 @dataclass(kw_only=True)
@@ -79,27 +78,18 @@ class PrefixSuffixCollator(CorruptionCollator):
         """Whether a block of `length` tokens has room for a prefix and a suffix of min_side_tokens each."""
         return length >= 2 * self.min_side_tokens
 
-    def prefix_lengths(self, features: list[dict]) -> np.ndarray:
-        """The prefix length of each block [B] (deterministic in seed, epoch and block index)."""
-        index = np.array([f["index"] for f in features], dtype=np.int64)
-        shares = self.share_min + (self.share_max - self.share_min) * self.uniform(STREAM_SHARE, index, 1)[:, 0]
-        cuts = []
-        for f, share in zip(features, shares):
-            ids = np.asarray(f["input_ids"])
-            n = len(ids)
-            if not self.splittable(n):
-                raise ValueError(f"block {f['index']} has {n} tokens: too short to split into a prefix and a "
-                                 f"suffix of {self.min_side_tokens} tokens each (prepare filters these out)")
-            ends = np.flatnonzero(np.isin(ids, self._ends))
-            cuts.append(split_point(n, round(share * n), ends, round(self.boundary_window * n), self.min_side_tokens))
-        return np.array(cuts, dtype=np.int64)
-
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        cuts = self.prefix_lengths(features)
-        prefixes = [{"input_ids": f["input_ids"][:c], "index": f["index"]} for f, c in zip(features, cuts)]
-        suffixes = [{"input_ids": f["input_ids"][c:], "index": f["index"]} for f, c in zip(features, cuts)]
-        ids, real, index = pad_blocks(prefixes, self.pad_token_id, self.pad_to_multiple_of)
-        targets, scored, _ = pad_blocks(suffixes, self.pad_token_id, self.pad_to_multiple_of)
+        blocks, real, index = pad_blocks(features, self.pad_token_id, 1)
+        lengths = real.sum(axis=1)
+        if not self.splittable(int(lengths.min())):
+            short = features[int(lengths.argmin())]
+            raise ValueError(f"block {short['index']} has {lengths.min()} tokens: too short to split into a prefix "
+                             f"and a suffix of {self.min_side_tokens} tokens each (prepare filters these out)")
+        shares = self.share_min + (self.share_max - self.share_min) * self.uniform(STREAM_SHARE, index, 1)[:, 0]
+        cuts = split_points(lengths, np.rint(shares * lengths).astype(np.int64), np.isin(blocks, self._ends) & real,
+                            np.rint(self.boundary_window * lengths).astype(np.int64), self.min_side_tokens)
+        ids, real = _window(blocks, np.zeros_like(cuts), cuts, self.pad_token_id, self.pad_to_multiple_of)
+        targets, scored = _window(blocks, cuts, lengths, self.pad_token_id, self.pad_to_multiple_of)
         # teacher forcing: the decoder reads [start], s_0 .. s_{M-2}, a share of the s_* hidden behind [MASK]
         inputs = np.concatenate([np.full((len(features), 1), self.start_token_id), targets[:, :-1]], axis=1)
         fed = np.concatenate([np.ones_like(scored[:, :1]), scored[:, :-1]], axis=1)  # real decoder inputs
@@ -112,3 +102,13 @@ class PrefixSuffixCollator(CorruptionCollator):
             "labels": torch.from_numpy(np.where(scored, targets, IGNORE_INDEX)),
             "decoder_input_ids": torch.from_numpy(inputs.astype(np.int64)),
         }
+
+
+def _window(blocks: np.ndarray, start: np.ndarray, end: np.ndarray, pad_id: int, multiple: int):
+    """Tokens [start_b, end_b) of each row of `blocks` [B, N], moved to the front and right-padded to a multiple:
+    (ids [B, W], real-token mask [B, W])."""
+    width = -(-int((end - start).max()) // multiple) * multiple
+    position = start[:, None] + np.arange(width)[None, :]  # [B, W]
+    real = position < end[:, None]
+    ids = np.take_along_axis(blocks, np.minimum(position, blocks.shape[1] - 1), axis=1)
+    return np.where(real, ids, pad_id), real

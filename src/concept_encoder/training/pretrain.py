@@ -106,14 +106,13 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
 def keep_splittable(blocks: Blocks, splittable: Callable[[int], bool], source: str) -> tuple[Blocks, dict | None]:
     """prefix_suffix: the blocks long enough for a prefix and a suffix, and how many of each split were not.
     A split left with none stops the run here, before any folder exists."""
-    keep = lambda batch: [splittable(n) for n in batch["length"]]  # noqa: E731
-    if isinstance(blocks.train, datasets.IterableDataset):  # streamed: filtered lazily, the count is unknown
-        train, skipped = blocks.train.filter(keep, batched=True), None
-    else:
-        train = blocks.train.filter(keep, batched=True)
-        skipped = {"train": len(blocks.train) - len(train)}
-    validation = blocks.validation.filter(keep, batched=True)
-    skipped = None if skipped is None else {**skipped, "validation": len(blocks.validation) - len(validation)}
+    def keep(batch):
+        return [splittable(n) for n in batch["length"]]
+
+    train, validation = blocks.train.filter(keep, batched=True), blocks.validation.filter(keep, batched=True)
+    streamed = isinstance(blocks.train, datasets.IterableDataset)  # filtered lazily: the count is unknown
+    skipped = None if streamed else {"train": len(blocks.train) - len(train),
+                                     "validation": len(blocks.validation) - len(validation)}
     for name, split in (("train", train), ("validation", validation)):
         if isinstance(split, datasets.Dataset) and len(split) == 0:
             raise CorpusError(f"{source}: [objective] prefix_suffix: no {name} block is long enough to split into a "
