@@ -49,3 +49,31 @@ def test_chunk_and_average_is_the_mean_of_the_chunks_vectors(tokenizer, sentence
     assert torch.nn.functional.cosine_similarity(got[0], expected, dim=0) > 0.99
     assert torch.allclose(got[1], encode(model, tokenizer, [sentences[0]], max_length=16)[0], atol=1e-5)
     assert np.isclose(float(got[0].norm()), 1.0)
+
+
+def test_zero_shot_reports_late_interaction_beside_the_same_baseline(tmp_path, tokenizer):
+    """A concept encoder's zero-shot record carries maxsim_* on dev and held-out, each with the TF-IDF bar; the
+    pooled score of a mean-pooled model, taken from the same concepts, equals `encode`'s."""
+    from concept_encoder import ConceptEncoderForMaskedLM
+    from concept_encoder.data import resolve_data_dir
+    from concept_encoder.data.tasks import get_task
+    from concept_encoder.evaluation.zero_shot import zero_shot_sts, zero_shot_task
+    from concept_encoder.inference.encoder import load_encoder
+    from concept_encoder.evaluation.metrics import compute_metrics
+
+    from .conftest import tiny_config
+
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tok = load_encoder(tmp_path)
+    result = zero_shot_task(model, tok, get_task("sick-r"), resolve_data_dir())
+    for key in ("maxsim_spearman", "heldout_maxsim_spearman"):
+        assert key in result["summary"]
+        assert result["baselines"]["tfidf_cosine"][key] == result["baselines"]["tfidf_cosine"][key.replace("maxsim_", "")]
+    pairs = [{"text_a": "a man plays a guitar", "text_b": "someone plays music", "label": 4.0},
+             {"text_a": "a cat sleeps", "text_b": "the stock market fell", "label": 0.5},
+             {"text_a": "two dogs run", "text_b": "dogs are running", "label": 4.5}]
+    cosine = (encode(model, tok, [p["text_a"] for p in pairs]) * encode(model, tok, [p["text_b"] for p in pairs])).sum(-1)
+    expected = compute_metrics(get_task("sick-r"), cosine.numpy(), np.array([p["label"] for p in pairs]))
+    got = zero_shot_sts(model, tok, get_task("sick-r"), pairs)
+    assert got["pearson"] == pytest.approx(100 * expected["pearson"], abs=1e-3)

@@ -24,7 +24,7 @@ def late_interaction(a: torch.Tensor, b: torch.Tensor, symmetric: bool = True) -
 
 
 def late_interaction_matrix(queries: torch.Tensor, documents: torch.Tensor, symmetric: bool = True,
-                            chunk: int = 64) -> torch.Tensor:
+                            chunk: int = 16) -> torch.Tensor:
     """Every query against every document: [Q, C, H] x [D, C', H] -> [Q, D], in chunks of queries so that the
     [chunk, D, C, C'] cosines stay small."""
     queries, documents = F.normalize(queries.float(), dim=-1), F.normalize(documents.float(), dim=-1)
