@@ -20,10 +20,12 @@ from typing import Any
 import yaml
 
 from .data.tasks import TaskError, get_task, resolve_tasks
+from .data.teacher_targets import DEFAULT_TEACHER, Teacher, TeacherError
 from .modeling import ConceptEncoderConfig
 from .modeling.backbone import backbone_settings
 from .objectives.collators import TASKLESS
 from .objectives.regularisers import REGULARISERS, SCOPES
+from .objectives.teacher import TEACHER_LOSSES
 from .precision import PRECISIONS
 
 
@@ -67,7 +69,7 @@ class DataConfig:
 
 SPECIAL_ID_FIELDS = ("pad_token_id", "mask_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
                      "bos_token_id", "eos_token_id")  # set from the tokenizer by ExperimentConfig.resolve
-OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill", "prefix_suffix")
+OBJECTIVES = ("mlm", "span", "tsdae", "simcse", "diffusion", "distill", "prefix_suffix", "teacher")
 AUTOREGRESSIVE_OBJECTIVES = ("tsdae", "prefix_suffix")  # the objectives whose dense labels a causal decoder reads
 TASKLESS_OBJECTIVES = TASKLESS  # nothing is decoded: unmasked batches, no labels, no decoder gradient
 
@@ -78,6 +80,7 @@ class ObjectiveConfig:
     # simcse: contrastive only | diffusion: MDLM noising (t_min, ELBO, smoothing live in the model config)
     # distill: the mean concept regresses the mean token state of a pretrained backbone (its sentence embedding)
     # prefix_suffix: encode the first 35-45% of each block (to a sentence end), decode the rest autoregressively
+    # teacher: the pooled concepts learn a frozen sentence encoder's vectors alone (objectives/teacher.py)
     name: str = "mlm"
     mask_rate: float | None = None  # None: 0.15 for mlm, 0.30 for span
     span_min: int = 3
@@ -92,6 +95,15 @@ class ObjectiveConfig:
     boundary_window: float = 0.1
     decoder_word_dropout: float = 0.2
     min_side_tokens: int = 4  # a block shorter than twice this is too short to split (skipped and counted)
+    # teacher distillation (objectives/teacher.py, data/teacher_targets.py), beside any task objective: a Hub
+    # name, model folder or run folder; name: teacher without one takes all-MiniLM-L6-v2 (offline package)
+    teacher: str | None = None
+    teacher_loss: str = "cosine"  # cosine | mse: the pooled concepts towards the teacher's unit vector
+    teacher_weight: float = 1.0  # of the vector term (0: the relational term alone)
+    teacher_relational_weight: float = 1.0  # in-batch cosine-matrix term (0: none)
+    teacher_projection: bool = False  # a linear map hidden_size -> the teacher's width (needed when they differ)
+    teacher_pooling: str = "mean"  # how the teacher pools (a concept-encoder teacher: mean | weighted | decoder)
+    teacher_chunk_tokens: int = 256  # a text longer than this (teacher tokens) is the mean over chunks this long
     # concept regularisers (objectives/regularisers.py) and SimCSE, added to the task loss
     regularisers: list[str] = field(default_factory=list)
     regulariser_weight: float = 0.1  # fixed weighting: shared equally by the regularisers
@@ -119,6 +131,17 @@ class ObjectiveConfig:
         _require(0 <= self.decoder_word_dropout < 1, "decoder_word_dropout",
                  f"must be in [0, 1), got {self.decoder_word_dropout}")
         _require(self.min_side_tokens >= 1, "min_side_tokens", f"must be >= 1, got {self.min_side_tokens}")
+        _require(self.teacher is None or self.teacher.strip() != "", "teacher", "must name a model, or be null")
+        _require(self.teacher_loss in TEACHER_LOSSES, "teacher_loss", f"{self.teacher_loss!r} not in {TEACHER_LOSSES}")
+        for name in ("teacher_weight", "teacher_relational_weight"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and value >= 0, name, f"must be a finite number >= 0, got {value}")
+        _require(self.teacher_name is None or self.teacher_weight + self.teacher_relational_weight > 0,
+                 "teacher_weight", "teacher_weight and teacher_relational_weight are both 0: the teacher would "
+                 "teach nothing")
+        _require(self.teacher_pooling in ("mean", "weighted", "decoder"), "teacher_pooling",
+                 f"{self.teacher_pooling!r} is not mean, weighted or decoder")
+        _require(self.teacher_chunk_tokens >= 8, "teacher_chunk_tokens", f"must be >= 8, got {self.teacher_chunk_tokens}")
         unknown = [r for r in self.regularisers if r not in REGULARISERS]
         _require(not unknown, "regularisers", f"unknown {unknown}; choose from {sorted(REGULARISERS)}")
         for name in ("regulariser_weight", "contrastive_weight"):
@@ -139,6 +162,11 @@ class ObjectiveConfig:
             and self.mask_token_fraction + self.random_token_fraction <= 1,
             "mask_token_fraction", "mask_token_fraction + random_token_fraction must be within [0, 1]",
         )
+
+    @property
+    def teacher_name(self) -> str | None:
+        """The teacher this objective distils from, or None (name: teacher defaults to all-MiniLM-L6-v2)."""
+        return self.teacher or (DEFAULT_TEACHER if self.name == "teacher" else None)
 
     @property
     def rate(self) -> float:
@@ -339,6 +367,26 @@ class ExperimentConfig:
                               f"[model] max_position_embeddings={model.max_position_embeddings}")
         if data.streaming and self.training.max_steps <= 0:
             raise ConfigError(f"{path}: [training] max_steps: a streamed corpus has no length; set max_steps > 0")
+        if objective.teacher_name is not None:
+            self.check_teacher()
+
+    def check_teacher(self) -> Teacher:
+        """The teacher loads (config and tokenizer, not its weights), reads chunks of teacher_chunk_tokens, and
+        its width fits the student's; cheap, so it runs before any data is read."""
+        model, objective, path = self.model, self.objective, self.source
+        if self.data.streaming:
+            raise ConfigError(f"{path}: [data] streaming: teacher targets are computed for every block before "
+                              "training (and cached); a streamed corpus has no fixed set of blocks")
+        try:
+            teacher = Teacher.resolve(objective.teacher_name)
+            teacher.check_window(objective.teacher_chunk_tokens)
+        except TeacherError as error:
+            raise ConfigError(f"{path}: [objective] teacher: {error}") from None
+        if objective.teacher_weight > 0 and teacher.dim != model.hidden_size and not objective.teacher_projection:
+            raise ConfigError(f"{path}: [objective] teacher_projection: the teacher's vectors have {teacher.dim} "
+                              f"dimensions and model.hidden_size is {model.hidden_size}; set teacher_projection: "
+                              f"true (a linear map) or hidden_size: {teacher.dim}")
+        return teacher
 
     def resolve(self, tokenizer) -> ConceptEncoderConfig:
         """The model config to build: the file's model section plus what the tokenizer (vocabulary, special ids)

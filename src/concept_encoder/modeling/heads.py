@@ -49,7 +49,7 @@ class ConceptClassifierOutput(ModelOutput):
 
 class ConceptEncoderForSequenceClassification(ConceptEncoderPreTrainedModel):
     # a pretraining checkpoint brings its decoder and head: the classifier drops them on purpose
-    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\.", r"^loss_weighting\."]
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\.", r"^loss_weighting\.", r"^teacher_projection\."]
 
     def __init__(self, config: ConceptEncoderConfig):
         super().__init__(config)
@@ -109,7 +109,7 @@ class ConceptEncoderForSentencePairClassification(ConceptEncoderPreTrainedModel)
     trained by MSE against scores the caller scales to [0, 1] (the evaluation protocol divides STS labels by
     their maximum; the original regressed cosines on raw 0–5 scores)."""
 
-    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\.", r"^loss_weighting\."]
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\.", r"^loss_weighting\.", r"^teacher_projection\."]
 
     def __init__(self, config: ConceptEncoderConfig, cosine_only: bool = False):
         super().__init__(config)

@@ -173,7 +173,7 @@ class ConceptEncoderModel(ConceptEncoderPreTrainedModel):
     share_token_projection = True
 
     # loading the encoder out of a pretraining checkpoint drops its decoder and head on purpose
-    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\.", r"^loss_weighting\."]
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^lm_head\.", r"^loss_weighting\.", r"^teacher_projection\."]
 
     def __init__(self, config: ConceptEncoderConfig):
         super().__init__(config)
@@ -354,7 +354,7 @@ class ConceptEncoderForMaskedLM(ConceptEncoderPreTrainedModel):
     # exact token mean under gradient accumulation and data parallelism
     accepts_loss_kwargs = True
     # learned loss weights that pretraining keeps beside the model (see objectives/weighting.py)
-    _keys_to_ignore_on_load_unexpected = [r"^loss_weighting\."]
+    _keys_to_ignore_on_load_unexpected = [r"^loss_weighting\.", r"^teacher_projection\."]
 
     def __init__(self, config: ConceptEncoderConfig):
         super().__init__(config)

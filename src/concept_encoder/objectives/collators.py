@@ -7,7 +7,7 @@ from .masking import MaskingCollator, PaddingCollator
 from .noising import DiffusionCollator
 from .prefix_suffix import PrefixSuffixCollator
 
-TASKLESS = ("simcse", "distill")  # objectives that decode nothing: unmasked batches, no labels
+TASKLESS = ("simcse", "distill", "teacher")  # objectives that decode nothing: unmasked batches, no labels
 
 
 def build_collator(objective, tokenizer, seed: int, model_config):

@@ -1,10 +1,12 @@
-"""One training loss from the objective config: task (or distillation) + concept regularisers + SimCSE, weighted.
+"""One training loss from the objective config: task (or distillation) + teacher + concept regularisers + SimCSE,
+weighted.
 
 Everything runs in one forward of the (possibly DDP-wrapped) model. With SimCSE, the batch is encoded
 twice in that forward (the rows duplicated, so dropout differs): the second copy carries no labels, so
 the task loss is unchanged, and the two halves of the concepts are the two views. With a cutoff rate, the
 second view also hides that share of each text's tokens from the concepts (token cutoff, Shen et al.
-2020): a harder positive than dropout alone. Regularisers read the first view's concepts [B, C, H].
+2020): a harder positive than dropout alone. Regularisers and the teacher terms read the first view's
+concepts [B, C, H]; the teacher's vectors come in the batch (`teacher_vectors`, never through the model).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 from .contrastive import pool_concepts, simcse_loss
 from .distillation import distillation_loss
 from .regularisers import regulariser
+from .teacher import RELATIONAL, TEACHER, relational_loss, teacher_vector_loss
 from .weighting import TASK, LossWeighting
 
 SIMCSE = "simcse"
@@ -46,26 +49,38 @@ class ObjectiveLoss(nn.Module):
         log_variance_bounds: tuple[float, float] = (-2.0, 2.0),
         warmup_steps: int = 0,
         distill: bool = False,
+        teacher_weight: float = 0.0,
+        teacher_relational_weight: float = 0.0,
+        teacher_loss: str = "cosine",
     ):
         super().__init__()
         self.task = task
         self.regularisers = {name: regulariser(name) for name in regularisers}
         self.scope = regulariser_scope
         self.distill = distill
-        self.contrastive = contrastive_weight > 0 or not (task or distill)
+        self.teacher = teacher_weight > 0 or teacher_relational_weight > 0
+        self.teacher_loss = teacher_loss
+        self.contrastive = contrastive_weight > 0 or not (task or distill or self.teacher)
         self.temperature = contrastive_temperature
         self.cutoff = contrastive_cutoff
-        names = ([TASK] if task else []) + ([DISTILL] if distill else []) + list(self.regularisers)
-        names += [SIMCSE] if self.contrastive else []
+        names = ([TASK] if task else []) + ([DISTILL] if distill else [])
+        names += ([TEACHER] if teacher_weight > 0 else []) + ([RELATIONAL] if teacher_relational_weight > 0 else [])
+        names += list(self.regularisers) + ([SIMCSE] if self.contrastive else [])
         fixed = {name: regulariser_weight / max(len(self.regularisers), 1) for name in self.regularisers}
-        fixed[SIMCSE] = contrastive_weight if task or distill else 1.0
-        fixed[DISTILL] = 1.0
-        self.weighting = LossWeighting(names, fixed, weighting, log_variance_bounds, warmup_steps)
+        fixed[SIMCSE] = contrastive_weight if task or distill or self.teacher else 1.0
+        fixed.update({DISTILL: 1.0, TEACHER: teacher_weight, RELATIONAL: teacher_relational_weight})
+        self.weighting = LossWeighting(names, fixed, weighting, log_variance_bounds, warmup_steps,
+                                       unramped=(TASK, TEACHER, RELATIONAL))
 
     @property
     def main(self) -> str:
-        """The component that stands for the objective in evaluation: the task, else distillation, else SimCSE."""
-        return TASK if self.task else DISTILL if self.distill else SIMCSE
+        """The component that stands for the objective in evaluation: the task, else distillation, else the
+        teacher's vector term (its relational term when that is the only one), else SimCSE."""
+        if self.task or self.distill:
+            return TASK if self.task else DISTILL
+        if self.teacher:
+            return TEACHER if TEACHER in self.weighting.names else RELATIONAL
+        return SIMCSE
 
     @property
     def learns_weights(self) -> bool:
@@ -75,6 +90,11 @@ class ObjectiveLoss(nn.Module):
         self, model: nn.Module, inputs: dict[str, torch.Tensor], step: int, num_items_in_batch=None
     ) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
         """(total loss, component values, effective weights)."""
+        inputs = dict(inputs)
+        targets = inputs.pop("teacher_vectors", None)  # [B, D]; the model never sees them
+        if self.teacher and targets is None:
+            raise ValueError("the objective has a teacher term but the batch carries no teacher_vectors "
+                             "(wrap the collator in objectives.teacher.WithTeacherVectors)")
         batch = inputs["input_ids"].shape[0]
         if self.contrastive:  # two dropout views in one forward
             cutoff = self.cutoff > 0 and model.training  # evaluation stays deterministic (fixed validation loss)
@@ -95,6 +115,14 @@ class ObjectiveLoss(nn.Module):
             mask = inputs.get("attention_mask")
             losses[DISTILL] = distillation_loss(concepts[:batch], out.token_states[:batch],
                                                 None if mask is None else mask[:batch])
+        if self.teacher:
+            pooled = pool_concepts(concepts[:batch])  # [B, H]
+            if TEACHER in self.weighting.names:
+                projection = getattr(getattr(model, "module", model), "teacher_projection", None)  # DDP-wrapped too
+                student = projection(pooled) if projection is not None else pooled
+                losses[TEACHER] = teacher_vector_loss(student, targets, self.teacher_loss)
+            if RELATIONAL in self.weighting.names:
+                losses[RELATIONAL] = relational_loss(pooled, targets)
         for name, fn in self.regularisers.items():
             losses[name] = fn(concepts[:batch], scope=self.scope)
         if self.contrastive:

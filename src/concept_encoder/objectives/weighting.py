@@ -10,7 +10,7 @@
     Σ_n (½ e^(−s_min) · min(L_n, 0) + ½ s_min) for losses bounded below (all ours are).
   r_n starts at the value that gives s_n = 0 (weight ½, as in the paper).
 Regulariser weights (fixed or learned) are multiplied by a linear warm-up ramp from 0 to 1 over
-`warmup_steps` optimiser steps; the task is never ramped.
+`warmup_steps` optimiser steps; the task (and the `unramped` components: the teacher's terms) never is.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ class LossWeighting(nn.Module):
         strategy: str = "fixed",
         log_variance_bounds: tuple[float, float] = (-2.0, 2.0),
         warmup_steps: int = 0,
+        unramped: tuple[str, ...] = (TASK,),
     ):
         super().__init__()
+        self.unramped = set(unramped)
         if strategy not in ("fixed", "kendall_gal"):
             raise ValueError(f"loss weighting must be 'fixed' or 'kendall_gal', got {strategy!r}")
         self.names = list(names)
@@ -59,7 +61,7 @@ class LossWeighting(nn.Module):
         for i, name in enumerate(self.names):
             if name not in losses:
                 continue
-            scale = 1.0 if name == TASK else ramp
+            scale = 1.0 if name in self.unramped else ramp
             if s is None:
                 weight = scale * self.fixed_weights.get(name, 1.0)
                 total = total + weight * losses[name]

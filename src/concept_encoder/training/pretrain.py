@@ -23,9 +23,11 @@ from ..config import TASKLESS_OBJECTIVES, ConfigError, ExperimentConfig, Objecti
 from ..data import resolve_data_dir
 from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, split_documents
 from ..data.corpus import CorpusError, corpus_key, load_corpus, stream_corpus
+from ..data.teacher_targets import block_texts, teacher_targets
 from ..data.tokenizer import load_tokenizer, train_tokenizer
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..objectives import ObjectiveLoss, build_collator
+from ..objectives.teacher import WithTeacherVectors
 from ..precision import resolve_precision
 from ..rundir import (
     CHECKPOINTS,
@@ -56,6 +58,8 @@ class Prepared:
     eval_collator: object
     warm_start: WarmStartPlan | None = None  # model.init_from: what the fresh model takes from the source
     skipped_blocks: dict | None = None  # prefix_suffix: blocks too short to split, per split (None: unknown, streamed)
+    teacher_vectors: dict | None = None  # objective.teacher: {"train": [n, D], "validation": [m, D]} by block index
+    teacher_cache: dict | None = None  # per split: "read" | "built" | "rebuilt (why)"
 
 
 def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path, warm_start: bool = True) -> Prepared:
@@ -92,6 +96,9 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
         blocks = build_blocks_cached(documents, tokenizer, cache_dir, corpus_key(documents), num_proc=data.num_proc,
                                      **settings)
     objective = experiment.objective
+    vectors = cache = None
+    if objective.teacher_name is not None:  # before any filtering: targets are looked up by block index
+        vectors, cache = teacher_vectors_of(experiment, blocks, tokenizer, cache_dir)
     train_collator = build_collator(objective, tokenizer, objective.seed, model_config)
     skipped = None
     if objective.name == "prefix_suffix":
@@ -99,8 +106,24 @@ def prepare(experiment: ExperimentConfig, data_dir: Path | None, cache_dir: Path
     return Prepared(
         experiment, tokenizer, blocks, model_config, train_collator,
         build_collator(objective, tokenizer, objective.eval_seed, model_config),
-        warm_start=plan, skipped_blocks=skipped,
+        warm_start=plan, skipped_blocks=skipped, teacher_vectors=vectors, teacher_cache=cache,
     )
+
+
+def teacher_vectors_of(experiment: ExperimentConfig, blocks: Blocks, tokenizer, cache_dir: Path) -> tuple[dict, dict]:
+    """The teacher's vector of every train and validation block, read from the cache or computed into it."""
+    objective = experiment.objective
+    teacher = experiment.check_teacher()
+    vectors, status = {}, {}
+    for split in ("train", "validation"):
+        texts = block_texts(getattr(blocks, split), tokenizer)
+        started = time.perf_counter()
+        vectors[split], status[split] = teacher_targets(
+            teacher, texts, cache_dir / "teacher", pooling=objective.teacher_pooling,
+            chunk_tokens=objective.teacher_chunk_tokens)
+        print(f"teacher targets ({split}, {len(texts)} blocks, {teacher.name}): {status[split]} in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+    return vectors, status
 
 
 def keep_splittable(blocks: Blocks, splittable: Callable[[int], bool], source: str) -> tuple[Blocks, dict | None]:
@@ -124,6 +147,7 @@ def keep_splittable(blocks: Blocks, splittable: Callable[[int], bool], source: s
 
 
 def build_objective_loss(objective: ObjectiveConfig) -> ObjectiveLoss:
+    teacher = objective.teacher_name is not None
     return ObjectiveLoss(
         task=objective.name not in TASKLESS_OBJECTIVES,
         distill=objective.name == "distill",
@@ -136,6 +160,9 @@ def build_objective_loss(objective: ObjectiveConfig) -> ObjectiveLoss:
         weighting=objective.weighting,
         log_variance_bounds=(objective.log_variance_min, objective.log_variance_max),
         warmup_steps=objective.regulariser_warmup_steps,
+        teacher_weight=objective.teacher_weight if teacher else 0.0,
+        teacher_relational_weight=objective.teacher_relational_weight if teacher else 0.0,
+        teacher_loss=objective.teacher_loss,
     )
 
 
@@ -248,14 +275,21 @@ def pretrain(
     objective_loss = build_objective_loss(experiment.objective)
     if objective_loss.learns_weights:  # a submodule, so the optimiser, checkpoints and resume carry it
         model.loss_weighting = objective_loss.weighting
+    train_collator, eval_collator = prepared.train_collator, prepared.eval_collator
+    if prepared.teacher_vectors is not None:
+        train_collator = WithTeacherVectors(train_collator, prepared.teacher_vectors["train"])
+        eval_collator = WithTeacherVectors(eval_collator, prepared.teacher_vectors["validation"])
+        if experiment.objective.teacher_projection:  # a submodule too (after the model's init); loading ignores it
+            model.teacher_projection = torch.nn.Linear(
+                prepared.model_config.hidden_size, prepared.teacher_vectors["train"].shape[1])
     args = training_arguments(experiment, run_dir, run_dir.name)
     trainer = PretrainingTrainer(
         model=model,
         args=args,
         train_dataset=prepared.blocks.train,
         eval_dataset=prepared.blocks.validation,
-        data_collator=prepared.train_collator,
-        eval_data_collator=prepared.eval_collator,
+        data_collator=train_collator,
+        eval_data_collator=eval_collator,
         processing_class=prepared.tokenizer,
         objective_loss=objective_loss,
         callbacks=[MaskingEpochCallback(prepared.train_collator)],
@@ -280,6 +314,7 @@ def pretrain(
             "train_documents": prepared.blocks.train_documents,
             "validation_documents": prepared.blocks.validation_documents,
             "skipped_blocks": prepared.skipped_blocks,
+            "teacher_cache": prepared.teacher_cache,
             "tokens_seen": trainer.state.num_input_tokens_seen,
             "train_runtime_s": result.metrics.get("train_runtime"),
             "wall_clock_s": round(time.time() - started, 1),

@@ -26,6 +26,8 @@ class PretrainingTrainer(Trainer):
         self._components: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if (self.objective_loss is None or self.objective_loss.task) and not model.training:
+            inputs = {k: v for k, v in inputs.items() if k != "teacher_vectors"}  # eval_loss is the task's alone
         if self.objective_loss is not None and not model.training and not self.objective_loss.task:
             _, values, _ = self.objective_loss(model, inputs, self.state.global_step, num_items_in_batch)
             loss = torch.tensor(values[self.objective_loss.main], device=inputs["input_ids"].device)
