@@ -5,7 +5,9 @@
 Each objective runs through the real pretraining pieces (its collator from `build_collator`, its loss from
 `build_objective_loss`, the model its config needs) on the same packed synthetic blocks; measured in turns,
 median step (forward, backward, AdamW). FLOPs are counted per objective, so diffusion (which predicts at
-about 65% of positions) and TSDAE (all positions) are charged for what they compute.
+about 65% of positions) and TSDAE (all positions) are charged for what they compute. The teacher rows read
+cached teacher vectors (random unit vectors of the teacher's width 384 here: the teacher never runs in a
+step; `benchmarks/teacher_cache.py` measures its one pass), through the linear projection from H.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from _common import alternate, count_flops, device, markdown_table, matmul_peak,
 from models import FULL, QUICK, Shape, concept_encoder, optimizer
 
 from concept_encoder.config import ObjectiveConfig
+from concept_encoder.data.teacher_targets import DEFAULT_TEACHER
 from concept_encoder.training.pretrain import build_collator, build_objective_loss
 
 OBJECTIVES = {  # name -> (model overrides, objective config)
@@ -25,7 +28,10 @@ OBJECTIVES = {  # name -> (model overrides, objective config)
     "TSDAE (60% deleted, position-only)": ({"decoder_type": "position_only"}, ObjectiveConfig(name="tsdae")),
     "masked diffusion": ({"decoder_type": "diffusion"}, ObjectiveConfig(name="diffusion")),
     "SimCSE": ({}, ObjectiveConfig(name="simcse", contrastive_weight=1.0)),
+    "teacher (cached vectors)": ({}, ObjectiveConfig(name="teacher", teacher_projection=True)),
+    "MLM + teacher": ({}, ObjectiveConfig(name="mlm", teacher=DEFAULT_TEACHER, teacher_projection=True)),
 }
+TEACHER_WIDTH = 384  # all-MiniLM-L6-v2
 
 
 class Vocabulary:
@@ -62,6 +68,10 @@ def main() -> None:
         model = concept_encoder(shape, **overrides)
         collator = build_collator(objective, vocabulary, 0, model.config)
         batch = {k: v.to(device()) for k, v in collator(blocks(shape)).items() if k != "index"}
+        if objective.teacher_name is not None:
+            targets = torch.nn.functional.normalize(torch.randn(shape.batch, TEACHER_WIDTH), dim=-1)
+            batch["teacher_vectors"] = targets.to(device())
+            model.teacher_projection = torch.nn.Linear(shape.hidden, TEACHER_WIDTH).to(device())
         loss_fn, opt = build_objective_loss(objective), optimizer(model)
 
         def step(model=model, batch=batch, loss_fn=loss_fn, opt=opt, update=True):

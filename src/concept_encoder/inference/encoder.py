@@ -157,7 +157,7 @@ def encode_chunked(model, tokenizer, texts: list[str], chunk_tokens: int = 256, 
     room = chunk_tokens - len(head) - len(tail)
     if room < 1:
         raise ValueError(f"chunk_tokens={chunk_tokens} leaves no room beside the tokenizer's special tokens")
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # long on purpose: no warning
     chunks, owner = [], []  # every chunk's ids with special tokens, and the text it belongs to
     for row, text_ids in enumerate(ids):
         for start in range(0, max(len(text_ids), 1), room):
