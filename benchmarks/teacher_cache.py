@@ -22,7 +22,7 @@ from _common import markdown_table, write_section
 from concept_encoder.data import resolve_data_dir
 from concept_encoder.data.corpus import load_documents
 from concept_encoder.data.teacher_targets import DEFAULT_TEACHER, Teacher, teacher_targets
-from concept_encoder.inference.encoder import model_tokenizer
+from concept_encoder.inference.encoder import model_tokenizer, teacher_vectors
 
 WINDOWS = (128, 512, 2048, 8192)
 
@@ -47,10 +47,10 @@ def main() -> None:
         texts = windows(tokenizer, documents, size, count)
         with tempfile.TemporaryDirectory() as cache:
             start = time.perf_counter()
-            _, status = teacher_targets(teacher, texts, Path(cache))
+            _, status = teacher_targets(teacher, texts, Path(cache), teacher_vectors)
             build = time.perf_counter() - start
             start = time.perf_counter()
-            _, again = teacher_targets(teacher, texts, Path(cache))
+            _, again = teacher_targets(teacher, texts, Path(cache), teacher_vectors)
             read = time.perf_counter() - start
         assert (status, again) == ("built", "read"), (status, again)
         rows.append([f"{size:,}", count, f"{build:.1f}", f"{count / build:,.1f}", f"{count * size / build:,.0f}",

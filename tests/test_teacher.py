@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 from concept_encoder.config import ConfigError, load_experiment
 from concept_encoder.data import resolve_data_dir
-from concept_encoder.data import teacher_targets as targets_module
 from concept_encoder.data.corpus import load_documents
 from concept_encoder.data.teacher_targets import DEFAULT_TEACHER, MANIFEST, VECTORS, Teacher, teacher_targets
+from concept_encoder.inference.encoder import teacher_vectors
 from concept_encoder.modeling import ConceptEncoderForMaskedLM
 from concept_encoder.objectives import ObjectiveLoss
 from concept_encoder.objectives.teacher import WithTeacherVectors, relational_loss, teacher_vector_loss
@@ -90,7 +90,7 @@ def test_targets_are_the_teachers_vectors_and_a_long_text_is_the_mean_of_its_chu
     from concept_encoder.inference.encoder import encode, load_encoder
 
     chunk = 64
-    vectors = targets_module.compute_teacher_vectors(minilm, [*sentences[:4], long_text], "mean", chunk)
+    vectors = teacher_vectors(minilm.folder, [*sentences[:4], long_text], "mean", chunk)
     model, tok = load_encoder(minilm.folder)
     assert torch.allclose(vectors[:4], encode(model, tok, sentences[:4]), atol=1e-5)  # short: read whole
     ids = tok(long_text, add_special_tokens=False)["input_ids"]
@@ -102,25 +102,24 @@ def test_targets_are_the_teachers_vectors_and_a_long_text_is_the_mean_of_its_chu
     assert torch.allclose(vectors[4], F.normalize(torch.cat(each).mean(0), dim=-1), atol=1e-5)
 
 
-def test_a_second_run_reads_the_cache_without_running_the_teacher(minilm, sentences, tmp_path, monkeypatch):
-    first, status = teacher_targets(minilm, sentences, tmp_path)
+def test_a_second_run_reads_the_cache_without_running_the_teacher(minilm, sentences, tmp_path):
+    first, status = teacher_targets(minilm, sentences, tmp_path, teacher_vectors)
     assert status == "built" and first.shape == (len(sentences), 384)
 
-    def teacher_must_not_run(*args, **kwargs):
+    def teacher_must_not_run(*args):
         raise AssertionError("the teacher ran although the cache was valid")
 
-    monkeypatch.setattr(targets_module, "compute_teacher_vectors", teacher_must_not_run)
-    again, status = teacher_targets(minilm, sentences, tmp_path)
+    again, status = teacher_targets(minilm, sentences, tmp_path, teacher_must_not_run)
     assert status == "read" and torch.equal(first, again)
     with pytest.raises(AssertionError, match="the teacher ran"):  # other texts or settings: another cache entry
-        teacher_targets(minilm, sentences[:-1], tmp_path)
+        teacher_targets(minilm, sentences[:-1], tmp_path, teacher_must_not_run)
     with pytest.raises(AssertionError, match="the teacher ran"):
-        teacher_targets(minilm, sentences, tmp_path, chunk_tokens=128)
+        teacher_targets(minilm, sentences, tmp_path, teacher_must_not_run, chunk_tokens=128)
 
 
 @pytest.mark.parametrize("damage", ["flip_a_byte", "truncate", "manifest_rows", "manifest_garbage", "no_vectors"])
 def test_a_corrupt_or_mismatched_cache_is_rebuilt_never_used(minilm, sentences, tmp_path, damage):
-    first, _ = teacher_targets(minilm, sentences[:6], tmp_path)
+    first, _ = teacher_targets(minilm, sentences[:6], tmp_path, teacher_vectors)
     (folder,) = tmp_path.glob("teacher_*")
     vectors_file, manifest_file = folder / VECTORS, folder / MANIFEST
     if damage == "flip_a_byte":
@@ -136,9 +135,9 @@ def test_a_corrupt_or_mismatched_cache_is_rebuilt_never_used(minilm, sentences, 
         manifest_file.write_text("{not json")
     else:
         vectors_file.unlink()
-    rebuilt, status = teacher_targets(minilm, sentences[:6], tmp_path)
+    rebuilt, status = teacher_targets(minilm, sentences[:6], tmp_path, teacher_vectors)
     assert status.startswith("rebuilt (") and torch.allclose(rebuilt, first, atol=1e-6)
-    assert teacher_targets(minilm, sentences[:6], tmp_path)[1] == "read"  # the rebuilt cache is good again
+    assert teacher_targets(minilm, sentences[:6], tmp_path, teacher_vectors)[1] == "read"  # good again
 
 
 # ------------------------------------------------------------------------------------------------ checks before data

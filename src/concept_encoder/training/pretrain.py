@@ -25,6 +25,7 @@ from ..data.blocks import Blocks, build_blocks_cached, build_streaming_blocks, s
 from ..data.corpus import CorpusError, corpus_key, load_corpus, stream_corpus
 from ..data.teacher_targets import block_texts, teacher_targets
 from ..data.tokenizer import load_tokenizer, train_tokenizer
+from ..inference.encoder import teacher_vectors
 from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..objectives import ObjectiveLoss, build_collator
 from ..objectives.teacher import WithTeacherVectors
@@ -119,7 +120,7 @@ def teacher_vectors_of(experiment: ExperimentConfig, blocks: Blocks, tokenizer, 
         texts = block_texts(getattr(blocks, split), tokenizer)
         started = time.perf_counter()
         vectors[split], status[split] = teacher_targets(
-            teacher, texts, cache_dir / "teacher", pooling=objective.teacher_pooling,
+            teacher, texts, cache_dir / "teacher", teacher_vectors, pooling=objective.teacher_pooling,
             chunk_tokens=objective.teacher_chunk_tokens)
         print(f"teacher targets ({split}, {len(texts)} blocks, {teacher.name}): {status[split]} in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
