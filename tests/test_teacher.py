@@ -160,6 +160,9 @@ def test_the_default_teacher_is_minilm_and_the_twin_loads(minilm):
     ("objective: {teacher_weight: 0.0, teacher_relational_weight: 0.0}", "would teach nothing"),
     ("objective: {teacher_loss: l1}", "teacher_loss"),
     ("data: {streaming: true}\ntraining: {max_steps: 5}", "streaming"),
+    ("objective: {name: simcse, teacher: sentence-transformers/all-MiniLM-L6-v2}", "SimCSE alone"),
+    ("objective: {teacher_pooling: weighted}", "is a bert encoder"),
+    ("training: {per_device_train_batch_size: 1}", "has no pair"),
 ])
 def test_a_teacher_that_cannot_serve_the_run_fails_at_check_before_any_data(tmp_path, minilm, body, message):
     # the corpus does not exist: an error about the teacher proves it came before any data was read

@@ -100,6 +100,8 @@ def zero_shot(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir, required=False)
     tasks = _tasks(args)
     require_similarity_tasks(tasks)
+    if len(set(args.model)) != len(args.model):
+        raise ValueError(f"zero-shot: a model is named twice ({' '.join(args.model)})")
     results = {}
     width = max(10, *(len(task.name) + 2 for task in tasks))  # a user task's name is its file path
     for name in args.model:
@@ -122,7 +124,9 @@ def zero_shot(args: argparse.Namespace) -> int:
                       f"{100 * baseline[f'{prefix}spearman']:>15.2f}")
     if args.results_file:
         command = " ".join(["concept-encoder zero-shot", *args.model, "--tasks", *args.tasks]
-                           + ([f"--pooling {args.pooling}"] if args.pooling != "mean" else []))
+                           + ([f"--pooling {args.pooling}"] if args.pooling != "mean" else [])
+                           + ([f"--split {args.split}"] if args.split != "validation" else [])
+                           + ([f"--columns {args.columns}"] if args.columns else []))
         path = Path(args.results_file)
         write_atomic(path, with_section(path.read_text(encoding="utf-8") if path.exists() else None, args.section,
                                         zero_shot_section(results, command)))

