@@ -99,7 +99,9 @@ def test_targets_are_the_teachers_vectors_and_a_long_text_is_the_mean_of_its_chu
     pieces = [[tok.cls_token_id, *ids[i : i + room], tok.sep_token_id] for i in range(0, len(ids), room)]
     with torch.no_grad():
         each = [F.normalize(model(input_ids=torch.tensor([p])).last_hidden_state.mean(1), dim=-1) for p in pieces]
-    assert torch.allclose(vectors[4], F.normalize(torch.cat(each).mean(0), dim=-1), atol=1e-5)
+    weights = torch.tensor([len(p) - 2.0 for p in pieces])[:, None]  # the text tokens of each chunk
+    assert weights[-1] < room  # the tail is short and weighs less
+    assert torch.allclose(vectors[4], F.normalize((torch.cat(each) * weights).sum(0), dim=-1), atol=1e-5)
 
 
 def test_a_second_run_reads_the_cache_without_running_the_teacher(minilm, sentences, tmp_path):

