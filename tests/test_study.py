@@ -66,6 +66,37 @@ def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_pat
     assert (tmp_path / "results.md").read_text().count("<!-- /study:tiny -->") == 1
 
 
+def test_rows_carry_their_provenance_and_check_lists_the_stale_ones(tmp_path, capsys):
+    """Each stage records the commit and the hash of every package module it loaded; the tables state each
+    contender's config hash; `study --check` exits 1 for a changed config and warns, naming modules, for code."""
+    from concept_encoder.config import load_experiment
+    from concept_encoder.rundir import config_hash, module_hashes
+
+    contender = _quick_contender(tmp_path)
+    study = _study(tmp_path, {"mlm": contender}, 40 * 16 * 64)
+    assert main(["study", str(study)]) == 0
+    run_dir = contender_run(tmp_path / "runs", "mlm")
+    record = json.loads((run_dir / "provenance.json").read_text())
+    assert set(record["stages"]) == {"pretrain", "analyze", "evaluate", "report"}
+    assert {"modeling/layers.py", "training/pretrain.py", "evaluation/finetune.py"} <= set(record["modules"])
+    assert record["modules"]["modeling/layers.py"] == module_hashes(["modeling/layers.py"])["modeling/layers.py"]
+    text = (tmp_path / "results.md").read_text()
+    assert f"mlm `{config_hash(load_experiment(contender).to_dict())}`" in text and "Tables written at commit" in text
+    capsys.readouterr()
+    assert main(["study", str(study), "--check"]) == 0
+    assert "every row is up to date" in capsys.readouterr().out
+
+    record["modules"]["modeling/layers.py"] = "0" * 16  # as if the run had used another version of that module
+    (run_dir / "provenance.json").write_text(json.dumps(record))
+    assert main(["study", str(study), "--check"]) == 0
+    assert "warning: mlm: code changed since" in (out := capsys.readouterr().out) and "modeling/layers.py" in out
+    assert "training/pretrain.py" not in out
+
+    contender.write_text(contender.read_text().replace("learning_rate: 0.002", "learning_rate: 0.001"))
+    assert main(["study", str(study), "--check"]) == 1
+    assert "stale: mlm: config changed" in (out := capsys.readouterr().out) and "training.learning_rate" in out
+
+
 def test_the_shipped_cpu_study_gives_every_contender_the_same_budget():
     from concept_encoder.study import load_study
 

@@ -252,7 +252,17 @@ def experiment(args: argparse.Namespace) -> int:
 
 def study(args: argparse.Namespace) -> int:
     """Every contender of a study under one token budget, then the comparison tables in the results file."""
-    from .study import run_study
+    from .study import check_study, run_study
+
+    if args.check:  # exit 1 when a config changed (its rows are stale), 0 with a warning when only code did
+        configs, code = check_study(args.study)
+        for line in configs:
+            print(f"stale: {line}")
+        for line in code:
+            print(f"warning: {line}")
+        if not configs and not code:
+            print(f"{args.study}: every row is up to date with today's configs and code")
+        return 1 if configs else 0
 
     results = run_study(args.study, args.data_dir, args.only, args.tables_only)
     print(f"results: {results}")
@@ -466,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--only", nargs="+", metavar="CONTENDER", help="run only these contenders (tables cover all)")
     p.add_argument("--tables-only", action="store_true", help="run nothing; rewrite the tables from the run folders")
+    p.add_argument("--check", action="store_true", help="run nothing; list the rows whose config changed (exit 1) "
+                   "or whose code changed (a warning) since they ran")
     p.set_defaults(run_verb=study)
 
     p = verbs.add_parser("k-sweep", help="a recursive model's zero-shot STS at several iteration counts K")

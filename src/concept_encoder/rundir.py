@@ -16,6 +16,7 @@ the package, so every stage can read and write a run through it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -36,6 +37,7 @@ CHECKPOINTS = "checkpoints"
 TRAIN_SUMMARY = "train_summary.json"
 LOG_HISTORY = "log_history.json"
 STAGES_FILE = "stages.json"
+PROVENANCE_FILE = "provenance.json"  # the code and config a run's stages ran with (`record_provenance`)
 ANALYSIS_DIR = "analysis"
 ANALYSIS_RESULTS = Path(ANALYSIS_DIR) / "analysis.json"
 K_SWEEP_RESULTS = Path(ANALYSIS_DIR) / "k_sweep.json"
@@ -133,7 +135,76 @@ def finished_stages(run_dir: Path) -> dict:
 def mark_stage(run_dir: Path, stage: str, started: float) -> None:
     done = finished_stages(run_dir)
     done[stage] = {"seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record_provenance(run_dir, stage)
     write_json(Path(run_dir) / STAGES_FILE, done)
+
+
+# --- provenance: which code and config made a run ---------------------------------------------------------
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def module_hashes(names: list[str] | None = None) -> dict[str, str]:
+    """{path inside the package: hash of its source} for the package's modules loaded in this process (the code
+    path of what ran so far), or for the given paths as they are on disk now."""
+    if names is None:
+        import sys
+
+        files = [Path(m.__file__) for name, m in list(sys.modules.items())
+                 if name.split(".")[0] == "concept_encoder" and getattr(m, "__file__", None)]
+        names = sorted({f.resolve().relative_to(PACKAGE_DIR).as_posix() for f in files
+                        if f.resolve().is_relative_to(PACKAGE_DIR)})
+    out = {}
+    for name in names:
+        path = PACKAGE_DIR / name
+        out[name] = hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest() if path.is_file() else "missing"
+    return out
+
+
+def code_version() -> str:
+    """The git commit of the package's checkout ("+changes" when its source differs from it), else "unknown"
+    (an installed copy without git)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "--short=10", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--", str(PACKAGE_DIR)) else "")
+
+
+def config_hash(config: dict) -> str:
+    """A short hash of a resolved experiment config (what `ExperimentConfig.to_dict()` gives)."""
+    return hashlib.blake2b(json.dumps(config, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
+
+
+def record_provenance(run_dir: Path, stage: str) -> None:
+    """Add a finished stage's code to the run's provenance.json: the commit, and the hash of every package module
+    it had loaded. A module keeps the hash of its first use, so a later check sees any change since then."""
+    path = Path(run_dir) / PROVENANCE_FILE
+    record = read_json(path) or {"modules": {}, "stages": {}}
+    for name, digest in module_hashes().items():
+        record["modules"].setdefault(name, digest)
+    record["stages"][stage] = code_version()
+    experiment = Path(run_dir) / EXPERIMENT_FILE
+    if experiment.exists():
+        record.setdefault("config_hash", config_hash(yaml.safe_load(experiment.read_text(encoding="utf-8"))))
+    write_json(path, record)
+
+
+def changed_modules(run_dir: Path) -> list[str] | None:
+    """The package modules whose source differs now from when the run used them; None: no provenance recorded."""
+    record = read_json(Path(run_dir) / PROVENANCE_FILE)
+    if record is None:
+        return None
+    now = module_hashes(sorted(record["modules"]))
+    return [name for name, digest in record["modules"].items() if now[name] != digest]
 
 
 # --- files -------------------------------------------------------------------------------------------------

@@ -22,7 +22,19 @@ from .experiment import run_experiment
 from .registry.collect import read_run, run_metrics
 from .registry.report import verdicts_for
 from .reporting import markdown_table, with_section
-from .rundir import EXPERIMENT_FILE, K_SWEEP_RESULTS, MODEL_DIR, finished_stages, newest_run, read_json, write_atomic
+from .rundir import (
+    EXPERIMENT_FILE,
+    K_SWEEP_RESULTS,
+    MODEL_DIR,
+    PROVENANCE_FILE,
+    changed_modules,
+    code_version,
+    config_hash,
+    finished_stages,
+    newest_run,
+    read_json,
+    write_atomic,
+)
 
 
 @dataclass
@@ -99,6 +111,29 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
                             reference.parent)
     write_results(study, Path(path))
     return Path(study.results_file)
+
+
+def check_study(path: str | Path) -> tuple[list[str], list[str]]:
+    """The study's stale rows as (config changed, code changed) lines, one per contender that ran. A row is stale
+    when today's config resolves differently from its run's, or when a package module it used has changed."""
+    study = load_study(path)
+    configs, code = [], []
+    for name, config in study.contenders.items():
+        run_dir = contender_run(Path(study.output_dir), name)
+        if run_dir is None:
+            continue
+        ran, today = load_experiment(run_dir / EXPERIMENT_FILE).to_dict(), load_experiment(config).to_dict()
+        if ran != today:
+            keys = sorted(f"{section}.{key}" for section in today for key in set(today[section]) | set(ran.get(section, {}))
+                          if today[section].get(key) != ran.get(section, {}).get(key))
+            configs.append(f"{name}: config changed since {run_dir} ran ({', '.join(keys) or 'sections'})")
+        changed = changed_modules(run_dir)
+        if changed is None:
+            code.append(f"{name}: {run_dir} has no {PROVENANCE_FILE} (run before provenance was recorded): its code "
+                        "is unknown")
+        elif changed:
+            code.append(f"{name}: code changed since {run_dir} ran: {', '.join(changed)}")
+    return configs, code
 
 
 # ---------------------------------------------------------------------------- tables
@@ -185,6 +220,14 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                       _cell(m, "analysis", "effective_rank_global", 1, 1), _cell(m, "analysis", "similarity_abs_mean", 1, 3),
                       _cell(m, "analysis", "dominance_per_sample", 1, 3), _cell(m, "analysis", "tokens_read_fraction", 1, 2),
                       f"{sum(v.verdict == 'pass' for v in verdicts)}/{len(verdicts)}"])
+    provenance = []
+    for name, run_dir, _, experiment, _ in rows:
+        record = read_json(run_dir / PROVENANCE_FILE) or {}
+        commits = sorted(set((record.get("stages") or {}).values())) or ["not recorded"]
+        provenance.append(f"{name} `{config_hash(experiment.to_dict())}` (commit {', '.join(commits)})")
+    out += [f"_Tables written at commit {code_version()}. Contenders' resolved-config hashes and the commits their "
+            f"stages ran at: {'; '.join(provenance)}. `concept-encoder study {source.as_posix()} --check` lists the "
+            "rows whose config or code changed since._", ""]
     out += ["### Pretraining and concept diagnostics", "", markdown_table(
         ["contender", "objective", "val loss", "pretrain s", "eval s", "rank/sample (of C)", "global rank", "abs cos",
          "dominance", "tokens read", "gates passed"], table)]
