@@ -215,3 +215,10 @@ def test_a_from_scratch_student_learns_the_teacher_and_a_rerun_reads_the_cache(t
     from concept_encoder.modeling import ConceptEncoderModel
 
     ConceptEncoderModel.from_pretrained(tmp_path / "a" / "model")  # the projection is not part of the model
+    # a run folder is a teacher too: the mean of its concepts, the run's tokenizer, its position table
+    student = Teacher.resolve(str(tmp_path / "a"))
+    assert (student.model_type, student.dim, student.context) == ("concept_encoder", 64, 64)
+    run_tokenizer = (tmp_path / "a" / "tokenizer" / "tokenizer.json").read_text()
+    assert (student.tokenizer_folder / "tokenizer.json").read_text() == run_tokenizer
+    vectors = teacher_vectors(student.folder, ["a short text", "another one " * 40], chunk_tokens=32)
+    assert vectors.shape == (2, 64) and torch.allclose(vectors.norm(dim=-1), torch.ones(2))
