@@ -70,6 +70,12 @@ def _labelled(batch: dict[str, torch.Tensor]) -> int:
     return int((batch["labels"] != IGNORE_INDEX).sum())
 
 
+def _constant_loss(model, constant: torch.Tensor, batches: list[dict[str, torch.Tensor]]) -> float:
+    """The token-weighted summed task loss over `batches` when every text reads the one concept set [C, H]."""
+    return sum(float(_decoder_loss(model, constant.expand(b["input_ids"].shape[0], -1, -1), b)) * _labelled(b)
+               for b in batches)
+
+
 @torch.no_grad()
 def concept_ablation(model, batches: Iterable[dict[str, torch.Tensor]], floor_steps: int = 0) -> dict[str, float]:
     """Token-weighted mean task loss per ablation over labelled batches of `ConceptEncoderForMaskedLM`.
@@ -96,12 +102,9 @@ def concept_ablation(model, batches: Iterable[dict[str, torch.Tensor]], floor_st
             totals["floor"] = 0.0
             for (fit_on, concepts), (scored, _) in (halves, halves[::-1]):
                 mean = torch.cat(concepts).mean(0)
-                start = min((mean, torch.zeros_like(mean)), key=lambda s, fit_on=fit_on: sum(
-                    float(_decoder_loss(model, s.expand(b["input_ids"].shape[0], -1, -1), b)) * _labelled(b)
-                    for b in fit_on))
+                start = min((mean, torch.zeros_like(mean)), key=lambda s, half=fit_on: _constant_loss(model, s, half))
                 constant = fit_constant_concepts(model, fit_on, start, floor_steps)
-                totals["floor"] += sum(float(_decoder_loss(model, constant.expand(b["input_ids"].shape[0], -1, -1), b))
-                                       * _labelled(b) for b in scored)
+                totals["floor"] += _constant_loss(model, constant, scored)
     finally:
         model.train(was_training)
     tokens = sum(_labelled(b) for b in batches)

@@ -105,9 +105,7 @@ class Teacher:
         for path in files:
             if path.is_file():
                 digest.update(path.name.encode() + b"\0")
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 22), b""):
-                        digest.update(block)
+                _hash_into(digest, path)
         return digest.hexdigest()
 
 
@@ -125,11 +123,16 @@ def texts_digest(texts: list[str]) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _hash_into(digest, path: Path) -> None:
+    """Feed a file to a hashlib digest in 4 MiB blocks (weights are large)."""
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    _hash_into(digest, path)
     return digest.hexdigest()
 
 

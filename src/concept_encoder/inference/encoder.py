@@ -161,9 +161,7 @@ def encode_chunked(model, tokenizer, texts: list[str], chunk_tokens: int = 256, 
             owner.append(row)
             weight.append(max(len(piece), 1))  # an empty text still gets its one (special-tokens-only) chunk
     vectors: torch.Tensor | None = None
-    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    for rows in length_sorted_batches(chunks, batch_size):
         batch = tokenizer.pad({"input_ids": [chunks[i] for i in rows]}, return_tensors="pt")
         pooled = F.normalize(pool(model, batch["input_ids"], batch["attention_mask"]).float(), dim=-1)
         if vectors is None:
