@@ -59,6 +59,9 @@ def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_pat
     assert "_mlm fine-tunes with a learning-rate grid [0.0001, 0.001], chosen per seed on the selection part" in text
     (ft_run,) = json.loads((run_dir / "evaluation" / "finetune" / "results.json").read_text())["tasks"]["stsb"]["runs"]
     assert set(ft_run["selection_by_learning_rate"]) == {"0.0001", "0.001"}
+    # one cache per study: contenders share the tokenizer, blocks and teacher targets of the same corpus
+    assert list((tmp_path / "runs" / ".cache").glob("tokenizers/wordpiece_*"))
+    assert not (tmp_path / "runs" / "mlm" / ".cache").exists()
 
     weights = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["study", str(study)]) == 0  # finished contenders are not rerun

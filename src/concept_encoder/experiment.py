@@ -41,8 +41,9 @@ def run_experiment(
     output_root: str | Path = DEFAULT_OUTPUT_ROOT,
     resume: str | Path | None = None,
     registry_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> tuple[Path, list[Verdict]]:
-    """Run (or finish) every stage; returns the run folder and the gate verdicts."""
+    """Run (or finish) every stage; returns the run folder and the gate verdicts. `cache_dir`: see `pretrain`."""
     if resume is not None:
         if overrides:  # every stage must see the config the run was started with
             raise ConfigError("experiment --resume continues a run as recorded in its experiment.yaml; drop --set")
@@ -72,7 +73,7 @@ def run_experiment(
     run_dir = Path(resume) if resume is not None else None
     if run_dir is None or "pretrain" not in finished_stages(run_dir):
         run_dir = pretrain(experiment if resume is None else None, (), data_dir, output_root, resume,
-                           attach=attach_during_training)
+                           attach=attach_during_training, cache_dir=cache_dir)
         mark_stage(run_dir, "pretrain", started)
     run_id = run_dir.name
     try:

@@ -101,7 +101,7 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
                 continue  # finished
             print(f"[study] {name}: {'resuming ' + run_dir.name if run_dir else 'starting'}", flush=True)
             run_experiment(None if run_dir else config, data_dir=data_dir, output_root=output / name,
-                           resume=run_dir, registry_path=registry)
+                           resume=run_dir, registry_path=registry, cache_dir=output / ".cache")
         sweep_run = contender_run(output, study.k_sweep_contender) if study.k_sweep_contender else None
         if sweep_run and not (sweep_run / K_SWEEP_RESULTS).exists() and (sweep_run / MODEL_DIR).exists():
             k_sweep(sweep_run, study.k_sweep_ks, [get_task(t) for t in resolve_tasks(study.k_sweep_tasks)], data_path)

@@ -69,28 +69,33 @@ def train_tokenizer(
     """Train (or reuse from the cache) a WordPiece or byte-level BPE tokenizer on `documents`."""
     if not isinstance(documents, datasets.Dataset):
         documents = datasets.Dataset.from_dict({"text": list(documents)})
-    key = hashlib.blake2b(f"{corpus_key(documents)}|{kind}|{vocab_size}|v1".encode(), digest_size=12).hexdigest()
+    key = hashlib.blake2b(f"{corpus_key(documents)}|{kind}|{vocab_size}|v2".encode(), digest_size=12).hexdigest()
     folder = Path(cache_dir) / f"{kind}_{vocab_size}_{key}"
     if (folder / "tokenizer.json").exists():
         return _wrap(Tokenizer.from_file(str(folder / "tokenizer.json")), folder)
 
     specials = list(SPECIAL_TOKENS.values())
+
+    def texts():
+        return (text for batch in documents.iter(batch_size=1000) for text in batch["text"])
+
     if kind == "wordpiece":
-        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tokenizer.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+        tokenizer = _wordpiece_shell(models.WordPiece(unk_token="[UNK]"))
+        # every "##c" a word can continue with, registered before training in a fixed order (see _continuations)
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials + _continuations(
+            tokenizer, texts()))
+        tokenizer.train_from_iterator(texts(), trainer=trainer, length=len(documents))
+        tokenizer = _wordpiece_shell(models.WordPiece(tokenizer.get_vocab(with_added_tokens=False), unk_token="[UNK]"))
+        tokenizer.add_special_tokens(specials)  # the real specials only: the "##c" entries are ordinary tokens
     elif kind == "bpe":
         tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tokenizer.train_from_iterator(texts(), trainer=trainer, length=len(documents))
     else:
         raise TokenizerError(f"unknown tokenizer kind {kind!r}; use 'wordpiece' or 'bpe'")
-    texts = (text for batch in documents.iter(batch_size=1000) for text in batch["text"])
-    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(documents))
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -105,6 +110,29 @@ def train_tokenizer(
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
     return wrapped
+
+
+def _wordpiece_shell(model: models.WordPiece) -> Tokenizer:
+    """BERT's uncased WordPiece pipeline around `model`."""
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    return tokenizer
+
+
+def _continuations(tokenizer: Tokenizer, texts) -> list[str]:
+    """"##c" for every character c that follows another inside a word of `texts`, sorted.
+
+    The WordPiece trainer (tokenizers 0.23) creates these continuation tokens while it iterates a hash map of the
+    words, so their ids, and with them its tie-breaks between merges of equal count, change from run to run: the
+    same corpus gave vocabularies that differed in a token and numbered 115 of 4,096 differently
+    (huggingface/tokenizers#1794). Given to the trainer in a fixed order up front, every id is fixed."""
+    chars = set()
+    for text in texts:
+        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text)):
+            chars.update(word[1:])
+    return [f"##{c}" for c in sorted(chars)]
 
 
 def _wrap(tokenizer, folder: Path) -> PreTrainedTokenizerFast:

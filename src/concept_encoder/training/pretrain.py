@@ -215,6 +215,7 @@ def pretrain(
     output_root: str | Path = DEFAULT_OUTPUT_ROOT,
     resume: str | Path | None = None,
     attach: Callable[[PretrainingTrainer, Prepared], None] | None = None,
+    cache_dir: str | Path | None = None,
 ) -> Path:
     """Train a concept encoder from a config (or resume a run folder). Returns the run folder.
 
@@ -223,6 +224,9 @@ def pretrain(
 
     `attach(trainer, prepared)` may add callbacks before training starts: the pipeline passes
     `analysis.callbacks.attach_during_training` (concept diagnostics and ablation at every evaluation).
+
+    Tokenizers, blocks and teacher targets are cached under `cache_dir` (default `<output_root>/.cache`); a study
+    shares one among its contenders, so a corpus is tokenised and a teacher run once per study.
     """
     started = time.time()
     if resume is not None:
@@ -250,7 +254,8 @@ def pretrain(
     state = PartialState(cpu=not torch.cuda.is_available())
     torch.set_flush_denormal(True)  # denormal floats run several times slower on CPUs; flushing costs nothing
     with state.main_process_first():  # rank 0 fills the caches, the others read them
-        prepared = prepare(experiment, data_path, output_root / ".cache", warm_start=checkpoint is None)
+        prepared = prepare(experiment, data_path, Path(cache_dir) if cache_dir else output_root / ".cache",
+                           warm_start=checkpoint is None)
 
     if resume is None:
         name = experiment.training.run_name or run_name(prepared.model_config, experiment.objective.name)
