@@ -92,3 +92,15 @@ def document_blocks(tokenizer):
     docs = load_documents(["wikitext/wiki.valid.raw.gz"], resolve_data_dir())
     blocks = build_blocks(docs, tokenizer, block_size=64, packing="document", validation_fraction=0.1)
     return [blocks.train[i] for i in range(256)]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """An untrained tiny concept encoder saved as a model folder (weights, config, MiniLM's tokenizer)."""
+    from concept_encoder import ConceptEncoderForMaskedLM
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    torch.manual_seed(0)
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

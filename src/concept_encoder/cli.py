@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -93,13 +95,13 @@ def zero_shot(args: argparse.Namespace) -> int:
     --results-file, the models side by side as a generated section of that markdown file."""
     from .data import resolve_data_dir
     from .evaluation import load_encoder, zero_shot_task
-    from .evaluation.zero_shot import require_similarity_tasks, zero_shot_section
+    from .evaluation.zero_shot import check_task_files, zero_shot_section
     from .reporting import with_section
     from .rundir import write_atomic
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
     tasks = _tasks(args)
-    require_similarity_tasks(tasks)
+    check_task_files(tasks, data_dir, args.split)
     if len(set(args.model)) != len(args.model):
         raise ValueError(f"zero-shot: a model is named twice ({' '.join(args.model)})")
     results = {}
@@ -147,27 +149,58 @@ def _one_or_grid(rates: list[float] | None) -> float | list[float] | None:
     return rates[0] if rates and len(rates) == 1 else rates
 
 
+def evaluation_folder(model: str, output_dir: str | None) -> Path:
+    """Where `evaluate MODEL` writes: --output-dir; else MODEL/evaluation for a local folder; else (a Hub name)
+    runs/evaluations/<the name with / as __>, never a path spelt by the name (`org/name` would create
+    ./org/name/evaluation, which transformers would then take for the model)."""
+    if output_dir:
+        return Path(output_dir)
+    if Path(model).is_dir():
+        return Path(model) / "evaluation"
+    return Path(DEFAULT_OUTPUT_ROOT) / "evaluations" / model.strip("/").replace("/", "__")
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """Fine-tune (or zero-shot) a model on benchmark tasks beside the baselines; results.json + results.md."""
     from .data import resolve_data_dir
-    from .evaluation.finetune import evaluate_tasks, load_settings, zero_shot_tasks
+    from .evaluation.finetune import check_evaluation, evaluate_tasks, load_settings, zero_shot_tasks
+    from .evaluation.zero_shot import check_task_files
+    from .inference.encoder import check_loadable
     from .reporting import format_results
 
     data_dir = resolve_data_dir(args.data_dir, required=False)
     tasks = _tasks(args)
-    output = Path(args.output_dir or Path(args.model) / "evaluation")
+    output = evaluation_folder(args.model, args.output_dir)
     if args.mode == "zero-shot":
-        check_writable(output)
-        path = zero_shot_tasks(args.model, tasks, data_dir, output, args.pooling)
+        check_task_files(tasks, data_dir)
     else:
         settings = load_settings(args.config, [t.name for t in tasks], learning_rate=_one_or_grid(args.learning_rate),
                                  num_train_epochs=args.epochs, max_train_examples=args.max_train_examples,
                                  max_eval_examples=args.max_eval_examples, head=args.head)
+        for task in tasks:  # every task's files and head before the first fine-tuning (not after two tasks)
+            check_evaluation(task, settings[task.name], data_dir)
+    check_loadable(args.model)  # before any folder exists
+    with _removed_on_failure(output):
         check_writable(output)
-        path = evaluate_tasks(args.model, tasks, data_dir, output, args.seeds, settings, args.keep_models)
+        if args.mode == "zero-shot":
+            path = zero_shot_tasks(args.model, tasks, data_dir, output, args.pooling)
+        else:
+            path = evaluate_tasks(args.model, tasks, data_dir, output, args.seeds, settings, args.keep_models)
     print(format_results(json.loads(path.read_text())))
     print(f"results: {path} (and results.md)")
     return 0
+
+
+@contextlib.contextmanager
+def _removed_on_failure(folder: Path):
+    """A folder this command creates is removed again if the command fails before any result is in it."""
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and not (folder / "results.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def analyze(args: argparse.Namespace) -> int:
@@ -333,7 +366,7 @@ def mteb(args: argparse.Namespace) -> int:
     if output is not None:
         check_writable(output)
     summary = run_mteb(args.run, args.tasks, resolve_data_dir(args.data_dir, required=False), output, args.pooling,
-                       args.batch_size, args.max_examples)
+                       args.batch_size, args.max_examples, args.trust_remote_code)
     print(text_table(["task", "split", "main score", "x 100"], mteb_rows(summary), 3))
     if run_dir is not None and output == run_dir / MTEB_RESULTS.parent:
         _record_stage(run_dir, "mteb", args.registry)
@@ -451,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", choices=["weighted", "via_decoder", "via_decoder_bypass", "pair", "pair_cosine"],
                    help="concept-encoder head (HF encoders use their own)")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
-    p.add_argument("--output-dir", help="where results.json goes (default: MODEL/evaluation)")
+    p.add_argument("--output-dir", help="where results.json goes (default: MODEL/evaluation for a model folder, "
+                                        "runs/evaluations/ORG__NAME for a Hub name)")
     p.set_defaults(run_verb=evaluate)
 
     p = verbs.add_parser("analyze", help="concept diagnostics of a trained run (probe set, plots, analysis.json)")
@@ -547,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=["mean", "weighted", "decoder"], help="as in zero-shot")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-examples", type=int, help="the first rows of each local split only (quick runs)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a sentence-transformers folder run the code it names (this package's own exports "
+                        "are recognised and need no flag)")
     p.add_argument("--output-dir", help="where results.json goes (default: RUN/evaluation/mteb for a run folder)")
     p.add_argument("--data-dir", help=f"local data folder (default: ${DATA_ENV_VAR}; unset: the Hub)")
     p.add_argument("--registry", help=f"run registry database ({REGISTRY_HELP})")

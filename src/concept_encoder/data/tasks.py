@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,15 +190,43 @@ def _read_local(task: Task, split: str, data_dir: Path | None) -> tuple[list[dic
     if not path.exists():
         raise TaskError(f"{task.name} {split}: {path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
+    name = path.name.removesuffix(".gz")
     with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        name = path.name.removesuffix(".gz")
         if name.endswith(".jsonl"):
-            return [json.loads(line) for line in handle if line.strip()], str(path)
+            return _jsonl_rows(handle, path), str(path)
         delimiter = "," if name.endswith(".csv") else "\t"
         quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
         header = task.split_headers.get(split, task.header)
         reader = csv.DictReader(handle, fieldnames=header, delimiter=delimiter, quoting=quoting)
-        return list(reader), str(path)
+        rows = []
+        try:
+            for row in reader:
+                rows.append(row)
+        except UnicodeDecodeError as error:
+            raise TaskError(f"{path}, line {reader.line_num + 1}: not UTF-8 text ({error.reason} at byte "
+                            f"{error.start} of the decoded chunk)") from None
+        except csv.Error as error:
+            raise TaskError(f"{path}, line {reader.line_num}: {error}") from None
+        return rows, str(path)
+
+
+def _jsonl_rows(handle, path: Path) -> list[dict]:
+    """One JSON object per line; a line that is not one is an error naming the file and the line."""
+    rows, number = [], 0
+    try:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise TaskError(f"{path}, line {number}: not a JSON object ({error.msg}, column {error.colno})") from None
+            if not isinstance(row, dict):
+                raise TaskError(f"{path}, line {number}: a JSON {type(row).__name__}, not an object")
+            rows.append(row)
+    except UnicodeDecodeError as error:
+        raise TaskError(f"{path}, line {number + 1}: not UTF-8 text ({error.reason})") from None
+    return rows
 
 
 def _read_hub(task: Task, split: str) -> tuple[list[dict], str]:
@@ -224,6 +253,8 @@ def _example(task: Task, row: dict, source: str, number: int) -> dict:
             label = float(raw)
         except (TypeError, ValueError):
             raise TaskError(f"{source}, row {number}: {task.label}={raw!r} is not a number") from None
+        if not math.isfinite(label):  # float() reads "nan" and "inf": a Spearman of nan would follow
+            raise TaskError(f"{source}, row {number}: {task.label}={raw!r} is not a finite number")
         if task.label_range and not task.label_range[0] <= label <= task.label_range[1]:
             raise TaskError(f"{source}, row {number}: {task.label}={label} is outside {task.label_range}")
     elif task.label_names is not None and not isinstance(raw, int):

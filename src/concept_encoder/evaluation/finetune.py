@@ -352,9 +352,9 @@ def evaluate_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_
 def zero_shot_tasks(model_path, tasks: list[Task], data_dir: Path | None, output_dir: Path,
                     pooling: str = "mean", split: str = "validation") -> Path:
     """Zero-shot STS on every task into results.json / results.md, in the fine-tuning results' schema."""
-    from .zero_shot import load_encoder, require_similarity_tasks, zero_shot_task
+    from .zero_shot import check_task_files, load_encoder, zero_shot_task
 
-    require_similarity_tasks(tasks)  # every task checked before the model is loaded
+    check_task_files(tasks, data_dir, split)  # every task and its files checked before the model is loaded
     output_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_encoder(model_path, pooling)
     results = {"model": str(model_path), "mode": "zero-shot", "tasks": {}}

@@ -103,17 +103,28 @@ def _local_dataset(task, ours, split: str, data_dir: Path):
     return DatasetDict(splits)
 
 
-def mteb_model(model_path: str | Path, pooling: str = "mean"):
-    """A concept encoder as the exported sentence-transformers model; any other encoder loads as itself."""
+def mteb_model(model_path: str | Path, pooling: str = "mean", trust_remote_code: bool = False):
+    """A concept encoder as the exported sentence-transformers model; any other encoder loads as itself.
+
+    A saved sentence-transformers folder runs code outside sentence-transformers only if it is this package's own
+    export (`is_own_export`) or the user passed `trust_remote_code`."""
     from sentence_transformers import SentenceTransformer
     from transformers import AutoConfig
 
     from ..inference.encoder import model_source
-    from ..inference.sentence_transformers import sentence_transformer
+    from ..inference.sentence_transformers import is_own_export, sentence_transformer
 
     source = model_source(model_path)
     if (Path(source) / "modules.json").exists():  # an `export` folder (or any saved sentence-transformers model)
-        return SentenceTransformer(source, device="cpu", trust_remote_code=True, local_files_only=True)
+        trusted = trust_remote_code or is_own_export(source)
+        try:
+            return SentenceTransformer(source, device="cpu", trust_remote_code=trusted, local_files_only=True)
+        except (ImportError, OSError, ValueError) as error:
+            hint = "" if trusted else (" It names code outside sentence-transformers and is not this package's "
+                                       "export: pass --trust-remote-code only if you trust that code.")
+            raise EncoderError(f"{model_path}: not loadable as a sentence-transformers model "
+                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).{hint}"
+                               ) from None
     try:
         model_type = AutoConfig.from_pretrained(source).model_type
     except (OSError, ValueError):
@@ -127,14 +138,15 @@ def mteb_model(model_path: str | Path, pooling: str = "mean"):
 
 
 def run_mteb(model_path: str | Path, task_names: list[str], data_dir: Path | None, output: Path | None = None,
-             pooling: str = "mean", batch_size: int = 64, max_examples: int | None = None) -> dict:
+             pooling: str = "mean", batch_size: int = 64, max_examples: int | None = None,
+             trust_remote_code: bool = False) -> dict:
     """Evaluate through `mteb.evaluate`; results.json (and mteb's own result per task) under `output`."""
     import mteb
 
     if max_examples and data_dir is None:
         raise TaskError("--max-examples slices the local files; it needs a data folder")
     tasks = [mteb_task(name, data_dir, max_examples) for name in task_names]  # bad names fail before the model loads
-    model = mteb_model(model_path, pooling)
+    model = mteb_model(model_path, pooling, trust_remote_code)
     start = time.perf_counter()
     result = mteb.evaluate(model, tasks, cache=None, encode_kwargs={"batch_size": batch_size},
                            show_progress_bar=False)

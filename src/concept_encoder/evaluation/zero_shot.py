@@ -46,6 +46,15 @@ def require_similarity_tasks(tasks: list[Task]) -> None:
             raise TaskError(f"{task.name} is not a similarity task; zero-shot takes sts tasks")
 
 
+def check_task_files(tasks: list[Task], data_dir, split: str = "validation") -> None:
+    """Read every split the zero-shot tasks will score (and their train split) now, so that a missing or bad
+    file is one line before any model is loaded."""
+    require_similarity_tasks(tasks)
+    for task in tasks:
+        for name in dict.fromkeys(("train", split) if "train" in task.files else (split,)):
+            load_split(task, name, data_dir)
+
+
 def zero_shot_task(model, tokenizer, task: Task, data_dir, split: str = "validation") -> dict:
     """One task's zero-shot result in the schema of `results.json` (metrics as fractions), baseline beside.
 

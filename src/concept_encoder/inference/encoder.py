@@ -35,6 +35,19 @@ def model_tokenizer(source: str | Path):
     return AutoTokenizer.from_pretrained(tokenizer_folder(source))
 
 
+def check_loadable(path: str | Path) -> None:
+    """One line (EncoderError) unless `path` is a model folder, run folder or Hub name whose config loads; cheap:
+    the weights are not read."""
+    source = model_source(path)
+    if is_static_folder(source):
+        return
+    try:
+        AutoConfig.from_pretrained(source)
+    except Exception as error:  # not a model folder, an offline Hub name, a broken config.json
+        raise EncoderError(f"{path}: not a model folder, run folder or reachable Hub model "
+                           f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+
+
 def load_encoder(path: str | Path, pooling: str = "mean"):
     """(model, tokenizer) for a concept-encoder checkpoint or any HF encoder folder / Hub name."""
     if pooling not in POOLINGS:

@@ -151,9 +151,29 @@ def export(model_path: str | Path, to: str | Path, format: str = "sentence-trans
     if to.exists() and any(to.iterdir()):
         raise EncoderError(f"{to}: exists and is not empty; export into a new folder")
     sentence_transformer(model_path, pooling, max_length).save(str(to), create_model_card=False)
-    (to / "concept_encoder_export.json").write_text(json.dumps(
+    (to / EXPORT_MARKER).write_text(json.dumps(
         {"source": str(model_path), "format": format, "pooling": pooling}, indent=2), encoding="utf-8")
     return to
+
+
+EXPORT_MARKER = "concept_encoder_export.json"
+TRUSTED_NAMESPACES = ("concept_encoder.", "sentence_transformers.")
+
+
+def is_own_export(folder: str | Path) -> bool:
+    """Whether `folder` is this package's `export` and nothing else: its marker file is there, every module of
+    its modules.json is a class of this package or of sentence-transformers, and it holds no Python file. Only
+    such a folder is loaded with trust_remote_code without being asked (`mteb`): a forged marker beside a .py file
+    or a foreign class is refused."""
+    folder = Path(folder)
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not (folder / EXPORT_MARKER).is_file() or not isinstance(modules, list):
+        return False
+    names = [m.get("type", "") if isinstance(m, dict) else "" for m in modules]
+    return all(name.startswith(TRUSTED_NAMESPACES) for name in names) and not any(folder.rglob("*.py"))
 
 
 def load_exported(folder: str | Path) -> SentenceTransformer:

@@ -1,0 +1,112 @@
+"""Issue 27: names that cannot break a model or escape a folder, bad input as one line (exit 2) with nothing left
+behind, and no code run without consent. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from concept_encoder.cli import main
+from concept_encoder.data import resolve_data_dir
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_evaluate_a_hub_name_never_creates_a_folder_spelt_by_the_name(tmp_path, monkeypatch, capsys):
+    """`evaluate org/name` used to create ./org/name/evaluation before loading; transformers then took that empty
+    folder for the model, and every later command with the name failed in that directory."""
+    data = str(resolve_data_dir().resolve())
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "no-such-org/no-such-model", "--mode", "zero-shot", "--tasks", "stsb",
+                 "--data-dir", data]) == 2
+    assert "no-such-org/no-such-model" in capsys.readouterr().err
+    assert _tree(tmp_path) == []
+
+
+def test_evaluate_checks_every_task_before_fine_tuning_and_leaves_no_folder(tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    os.symlink(resolve_data_dir() / "stsb", data / "stsb")  # STS-B is there, QQP is not
+    before = _tree(tiny_model_dir)
+    assert main(["evaluate", str(tiny_model_dir), "--tasks", "stsb", "qqp", "--data-dir", str(data)]) == 2
+    assert "qqp" in capsys.readouterr().err.lower()
+    assert _tree(tiny_model_dir) == before  # no MODEL/evaluation left behind
+
+
+def test_evaluate_of_a_hub_name_writes_under_runs_evaluations(tmp_path):
+    from concept_encoder.cli import evaluation_folder
+
+    assert evaluation_folder("sentence-transformers/all-MiniLM-L6-v2", None) == Path(
+        "runs/evaluations/sentence-transformers__all-MiniLM-L6-v2")
+    assert evaluation_folder(str(tmp_path), None) == tmp_path / "evaluation"
+    assert evaluation_folder("org/name", str(tmp_path / "out")) == tmp_path / "out"
+
+
+def _code_folder(folder: Path, canary: Path, marker: bool) -> Path:
+    """A sentence-transformers folder whose one module lives in a .py file that writes `canary` when imported."""
+    import json
+
+    folder.mkdir()
+    (folder / "evil.py").write_text(f"open({str(canary)!r}, 'w').write('ran')\n"
+                                    "import torch\nclass Evil(torch.nn.Module):\n    pass\n")
+    (folder / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "evil.Evil"}]))
+    if marker:  # a forged export marker does not make the folder trusted
+        (folder / "concept_encoder_export.json").write_text("{}")
+    return folder
+
+
+def test_mteb_runs_no_code_of_a_foreign_folder_without_consent(tmp_path, capsys):
+    """`mteb` used to pass trust_remote_code=True to every folder with a modules.json, so a folder's .py ran."""
+    from concept_encoder.evaluation.mteb_runner import mteb_model
+    from concept_encoder.inference.encoder import EncoderError
+
+    canary = tmp_path / "canary.txt"
+    for marker in (False, True):
+        folder = _code_folder(tmp_path / f"folder_{marker}", canary, marker)
+        try:
+            mteb_model(folder)
+        except EncoderError as error:
+            assert "--trust-remote-code" in str(error)
+        else:
+            raise AssertionError("a foreign folder loaded without --trust-remote-code")
+        assert not canary.exists()
+    assert main(["mteb", str(folder), "--tasks", "STSBenchmark"]) == 2
+    assert "--trust-remote-code" in capsys.readouterr().err and not canary.exists()
+
+
+def test_an_own_export_is_recognised_and_a_tampered_one_is_not(tmp_path, tiny_model_dir):
+    from concept_encoder.inference.sentence_transformers import is_own_export
+
+    out = tmp_path / "st"
+    assert main(["export", str(tiny_model_dir), "--to", str(out)]) == 0
+    assert is_own_export(out)
+    (out / "extra.py").write_text("raise SystemExit\n")
+    assert not is_own_export(out)
+
+
+def _zero_shot(path: Path, tiny_model_dir: Path) -> list[str]:
+    return ["zero-shot", str(tiny_model_dir), "--tasks", f"sts:{path}"]
+
+
+def test_a_non_finite_score_in_a_user_sts_file_is_an_error_naming_file_and_row(tmp_path, tiny_model_dir, capsys):
+    """A score of nan used to be accepted, and the report printed Spearman nan with exit 0."""
+    path = tmp_path / "pairs.tsv"
+    path.write_text("sentence1\tsentence2\tlabel\na dog\ta cat\t1.0\na man\ta woman\tnan\nsun\tmoon\t2\n")
+    assert main(_zero_shot(path, tiny_model_dir)) == 2
+    err = capsys.readouterr().err
+    assert f"{path}, row 3: label='nan' is not a finite number" in err and err.count("\n") == 1
+
+
+def test_malformed_jsonl_and_non_utf8_tsv_name_the_file_and_the_line(tmp_path, tiny_model_dir, capsys):
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text('{"sentence1": "a", "sentence2": "b", "label": 1}\n{"sentence1": "a", "sentence2": \n')
+    assert main(_zero_shot(jsonl, tiny_model_dir)) == 2
+    err = capsys.readouterr().err
+    assert f"{jsonl}, line 2: not a JSON object" in err and err.count("\n") == 1
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_bytes(b"sentence1\tsentence2\tlabel\na\tb\t1\ncaf\xe9\tb\t2\n")
+    assert main(_zero_shot(tsv, tiny_model_dir)) == 2
+    err = capsys.readouterr().err
+    assert f"{tsv}, line" in err and "not UTF-8" in err and err.count("\n") == 1
