@@ -110,3 +110,46 @@ def test_malformed_jsonl_and_non_utf8_tsv_name_the_file_and_the_line(tmp_path, t
     assert main(_zero_shot(tsv, tiny_model_dir)) == 2
     err = capsys.readouterr().err
     assert f"{tsv}, line" in err and "not UTF-8" in err and err.count("\n") == 1
+
+
+def test_run_names_and_contender_names_are_one_folder_name(tmp_path, capsys):
+    """`--set training.run_name=../escaped_run` used to write the whole run outside --output-dir."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "micro" / "perceiver_mlm_L6.yaml"
+    for name in ("../escaped_run", "/tmp/escaped_run", "a/b", ".."):
+        assert main(["pretrain", str(config), "--output-dir", str(tmp_path / "out"),
+                     "--set", f"training.run_name={name}"]) == 2
+        err = capsys.readouterr().err
+        assert "run_name" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escaped_run").exists()
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: s\ntoken_budget: 1\ncontenders:\n  ../up: {config}\noutput_dir: {tmp_path / 'runs'}\n")
+    assert main(["study", str(study)]) == 2
+    assert "contenders" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def test_a_user_task_path_names_no_folder_outside_the_output(tmp_path):
+    """`evaluate --keep-models --tasks sts:../../x.tsv` used to save a model outside its output folder."""
+    from concept_encoder.rundir import path_part_problem, safe_folder_name
+
+    for spec in ("sts:../../x.tsv", "sts:/abs/x.tsv", "pair:a/b.jsonl"):
+        name = safe_folder_name(spec)
+        assert path_part_problem(name) is None and (tmp_path / name).resolve().parent == tmp_path.resolve()
+    assert safe_folder_name("sts:../a/x.tsv") != safe_folder_name("sts:../b/x.tsv")  # never one shared folder
+    assert safe_folder_name("stsb") == "stsb"
+
+
+def test_the_registry_refuses_one_run_id_for_two_folders(tmp_path):
+    """Two runs with one run name from two output roots used to merge into one row: run B's folder, run A's
+    metrics."""
+    import pytest
+
+    from concept_encoder.registry import Registry, RegistryError
+
+    with Registry(tmp_path / "registry.sqlite") as registry:
+        registry.record_run("r", run_dir=tmp_path / "a" / "r", config={})
+        registry.record_metrics("r", "pretrain", {"eval_loss": 1.0})
+        registry.record_run("r", run_dir=tmp_path / "a" / "r", config={}, status="complete")  # the same run: fine
+        with pytest.raises(RegistryError, match="already recorded for"):
+            registry.record_run("r", run_dir=tmp_path / "b" / "r", config={})
+        (row,) = registry.list_runs()
+        assert row["run_dir"] == str(tmp_path / "a" / "r")

@@ -58,10 +58,11 @@ def test_upserts_overwrite_and_keep(tmp_path):
         registry.record_metrics("run", "pretrain", {"eval_loss": 6.5, "train_loss": 7.0})
         registry.record_metrics("run", "pretrain", {"eval_loss": (6.25, 0.5)})
         # Recording the run again (a resumed experiment) updates its fields but keeps metrics, created and commit.
-        registry.record_run("run", run_dir="/b", config={"lr": 2}, status="failed")
+        # (another folder under the same id is refused: tests/test_hardening.py)
+        registry.record_run("run", run_dir="/a", config={"lr": 2}, status="failed")
         run = registry.get("run")
     assert run["metrics"] == {"pretrain": {"eval_loss": _metric(6.25, 0.5), "train_loss": _metric(7.0)}}
-    assert (run["run_dir"], run["config"], run["status"]) == ("/b", {"lr": 2}, "failed")
+    assert (run["run_dir"], run["config"], run["status"]) == ("/a", {"lr": 2}, "failed")
     assert (run["created"], run["git_commit"]) == ("2025-01-01T00:00:00+00:00", "abc")
 
 

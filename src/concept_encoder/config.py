@@ -220,6 +220,11 @@ class TrainingConfig:
         _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         _require(self.save_steps % self.eval_steps == 0 or self.eval_steps % self.save_steps == 0, "save_steps",
                  "save_steps and eval_steps must divide one another")
+        if self.run_name is not None:
+            from .rundir import path_part_problem
+
+            problem = path_part_problem(self.run_name)
+            _require(problem is None, "run_name", f"{problem} (a run folder inside --output-dir)")
 
 
 @dataclass

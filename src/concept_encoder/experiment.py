@@ -68,6 +68,8 @@ def run_experiment(
         except TaskError as error:
             raise ConfigError(f"{experiment.source}: [evaluation] finetune_tasks: {error}") from None
     registry = Registry(registry_path or default_registry_path(output_root))  # a broken database fails now
+    if resume is None and experiment.training.run_name:  # a name another folder holds fails now, not after training
+        registry.check_run_id(experiment.training.run_name, Path(output_root) / experiment.training.run_name)
 
     started = time.time()
     run_dir = Path(resume) if resume is not None else None

@@ -71,6 +71,27 @@ def run_name(config, objective: str, now: datetime | None = None) -> str:
 
 # --- finding a run's parts ---------------------------------------------------------------------------------
 
+def path_part_problem(name: str) -> str | None:
+    """Why `name` cannot be one folder name inside an output folder (None when it can): run names, study
+    contender names and the folders named after tasks must never reach outside it (`../x`, `/tmp/x`, `a/b`)."""
+    if not name or not name.strip():
+        return "is empty"
+    if "/" in name or "\\" in name or "\0" in name:
+        return f"{name!r} contains a path separator; use one folder name"
+    if name in (".", ".."):
+        return f"{name!r} is not a folder name"
+    return None
+
+
+def safe_folder_name(name: str) -> str:
+    """A name that may be a path (a user task `sts:../pairs.tsv`) as one readable folder name: its unsafe characters
+    replaced, and a short hash of the whole name so that two paths never share a folder."""
+    if path_part_problem(name) is None and ":" not in name:
+        return name
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.split(":", 1)[-1]).name).strip("._") or "task"
+    return f"{readable}_{hashlib.blake2b(name.encode(), digest_size=4).hexdigest()}"
+
+
 def is_run_folder(path: Path) -> bool:
     return (Path(path) / EXPERIMENT_FILE).exists()
 

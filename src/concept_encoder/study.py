@@ -32,6 +32,7 @@ from .rundir import (
     config_hash,
     finished_stages,
     newest_run,
+    path_part_problem,
     read_json,
     write_atomic,
 )
@@ -53,6 +54,10 @@ class StudyConfig:
     def check(self) -> None:
         if not self.contenders:
             raise ValueError("contenders: name at least one")
+        for name in self.contenders:
+            problem = path_part_problem(name)
+            if problem is not None:
+                raise ValueError(f"contenders: {problem} (each contender's runs go in a folder of that name)")
         if self.k_sweep_contender is not None and self.k_sweep_contender not in self.contenders:
             raise ValueError(f"k_sweep_contender: {self.k_sweep_contender!r} is not a contender")
         if self.token_budget <= 0:

@@ -46,7 +46,7 @@ from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split
 from ..modeling import ConceptEncoderForSentencePairClassification
 from ..precision import resolve_precision
 from ..reporting import format_results
-from ..rundir import write_atomic, write_json
+from ..rundir import safe_folder_name, write_atomic, write_json
 from .baselines import majority_baseline, tfidf_cosine_baseline, tfidf_linear_baseline
 from .metrics import compute_metrics
 from .zero_shot import model_source, model_tokenizer
@@ -287,7 +287,7 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
         for rate in settings.learning_rates:
             trainer, took = _train_once(model_path, task, settings, max_length, rate, seed, train=train, selection=selection,
                                         separate=separate, scale=scale,
-                                        output_dir=output_dir / f"{task.name}_seed{seed}_lr{rate:g}")
+                                        output_dir=output_dir / f"{safe_folder_name(task.name)}_seed{seed}_lr{rate:g}")
             shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # its best weights are loaded in memory
             trainer.optimizer = trainer.lr_scheduler = None  # only the weights are needed to predict
             seconds += took
@@ -303,8 +303,9 @@ def finetune_task(model_path, task: Task, data_dir: Path | None, output_dir: Pat
             extra = _scores(task, trainer.predict(_dataset(examples, tokenizer, max_length, separate, scale)))
             scores.update({f"{split}_{name}": value for name, value in extra.items()})
         if keep_models is not None:  # e.g. for `zero-shot --pooling weighted` on the fine-tuned pooling
-            trainer.save_model(keep_models / f"{task.name}_seed{seed}")
-            tokenizer.save_pretrained(keep_models / f"{task.name}_seed{seed}")
+            kept = keep_models / f"{safe_folder_name(task.name)}_seed{seed}"
+            trainer.save_model(kept)
+            tokenizer.save_pretrained(kept)
         run = {"seed": seed, **scores, "selection_best": trainer.state.best_metric,
                "seconds": round(seconds + time.time() - started, 1)}
         if len(selection_by_rate) > 1:  # a grid: say what was chosen, and from what

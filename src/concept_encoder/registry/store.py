@@ -253,16 +253,28 @@ class Registry:
         created: str | datetime | None = None,
         notes: str | None = None,
     ) -> None:
-        """Add a run or update it (its metrics and artefacts are kept); `created` is kept unless given."""
+        """Add a run or update it (its metrics and artefacts are kept); `created` is kept unless given. A run id is
+        one run folder: the same id for another folder is refused (`check_run_id`)."""
         if not run_id:
             raise RegistryError(f"{self.path}: a run needs a non-empty id")
         self._check_status(status)
+        self.check_run_id(run_id, run_dir)
         now = _now()
         row = {"run_id": run_id, "created": _timestamp(created) if created else now, "keep_created": created is None,
                "updated": now, "status": status, "run_dir": str(run_dir), "git_commit": git_commit,
                "config_json": json.dumps(config, default=str), "notes": notes}
         with self._transaction() as db:
             db.execute(_UPSERT_RUN, row)
+
+    def check_run_id(self, run_id: str, run_dir: str | Path) -> None:
+        """Refuse a run id already recorded for another folder (two output roots, one `training.run_name`): its row
+        would otherwise take the second run's folder and keep the first run's metrics."""
+        with self._snapshot() as db:
+            row = db.execute("SELECT run_dir FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is not None and Path(row["run_dir"]).resolve() != Path(run_dir).resolve():
+            raise RegistryError(f"{self.path}: run {run_id!r} is already recorded for {row['run_dir']}, not "
+                                f"{Path(run_dir).resolve()}; give this run another training.run_name, or use "
+                                "another registry (--registry)")
 
     def set_status(self, run_id: str, status: str) -> None:
         self._check_status(status)
