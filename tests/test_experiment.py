@@ -84,16 +84,26 @@ def test_publish_dry_run_folder_loads_with_plain_transformers(finished, tmp_path
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_concept_encoder.ConceptEncoderModel"
     assert "effective_rank_per_sample" in (folder / "README.md").read_text()
-    # a fresh interpreter that never imports concept_encoder: the folder's own code must load
-    script = ("import sys, torch; sys.modules['concept_encoder'] = None\n"
-              "from transformers import AutoModel, AutoTokenizer\n"
-              f"m = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()\n"
-              f"t = AutoTokenizer.from_pretrained({str(folder)!r})\n"
-              "print(tuple(m(**t(['a test'], return_tensors='pt')).last_hidden_state.shape))")
+    # a fresh interpreter that never imports concept_encoder runs the model card's snippet as written (the repo id
+    # replaced by the folder): the folder's own code must load, with no interactive trust prompt on the way
+    card = (folder / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace("'someone/micro'", repr(str(folder)))
+    assert snippet.count("trust_remote_code=True") == 2
+    script = ("import sys, torch; sys.modules['concept_encoder'] = None\n" + snippet
+              + "print(tuple(concepts.shape))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False,
                          env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("(1, 8, 64)")
+
+
+def test_publish_lists_what_it_would_push_and_pushes_nothing_unconfirmed(finished, tmp_path, capsys):
+    """`publish` used to upload as soon as the folder was ready, public by default."""
+    _, run_dir = finished
+    assert main(["publish", str(run_dir), "--repo-id", "someone/micro", "--folder", str(tmp_path / "hub")]) == 2
+    captured = capsys.readouterr()
+    assert "PUBLIC" in captured.out and "model.safetensors" in captured.out and "config.json" in captured.out
+    assert "not pushed; confirm with --yes" in captured.err and "push to" not in captured.err
 
 
 def test_publish_never_replaces_a_folder_it_did_not_make(finished, tmp_path, capsys):

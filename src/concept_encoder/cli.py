@@ -319,15 +319,27 @@ def runs(args: argparse.Namespace) -> int:
 
 def publish(args: argparse.Namespace) -> int:
     """Prepare a Hub folder (weights, code with auto_map, model card) and push it, or only prepare it."""
+    from .registry.publish import MARKER as PUBLISH_MARKER
     from .registry.publish import prepare_folder, push
 
     run_dir = _run_folder(args.run, args.registry)
     folder = prepare_folder(run_dir, args.repo_id, Path(args.folder or run_dir / "publish"))
     print(f"prepared: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != PUBLISH_MARKER)
+    print(f"would push to https://huggingface.co/{args.repo_id} ({'private' if args.private else 'PUBLIC'}), "
+          f"{len(files)} files, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB:")
+    for path in files:
+        print(f"  {path.relative_to(folder)}  ({path.stat().st_size:,} bytes)")
     if args.dry_run:
         print("dry run: nothing pushed")
-    else:
-        print(f"pushed: {push(folder, args.repo_id, args.private)}")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("publish: not pushed; confirm with --yes (stdin is not a terminal to ask on)")
+        if input(f"push these files to {args.repo_id}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("not pushed")
+            return 1
+    print(f"pushed: {push(folder, args.repo_id, args.private)}")
     return 0
 
 
@@ -546,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", required=True, help="e.g. user/concept-encoder-demo")
     p.add_argument("--dry-run", action="store_true", help="prepare the folder only (works offline)")
     p.add_argument("--folder", help="where to prepare it (default: RUN/publish)")
-    p.add_argument("--private", action="store_true")
+    p.add_argument("--private", action="store_true", help="create the repository private (default: public)")
+    p.add_argument("--yes", action="store_true", help="push without asking (it lists what it pushes, then asks)")
     p.add_argument("--registry", help=f"run database (default: ${REGISTRY_HELP})")
     p.set_defaults(run_verb=publish)
 

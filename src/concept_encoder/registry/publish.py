@@ -64,7 +64,8 @@ def model_card(run_dir: Path, repo_id: str) -> str:
               "trained and evaluated with the `concept-encoder` framework. Load it with plain transformers:"),
              "", "```python", "from transformers import AutoModel, AutoTokenizer",
              f"model = AutoModel.from_pretrained('{repo_id}', trust_remote_code=True)",
-             f"tokenizer = AutoTokenizer.from_pretrained('{repo_id}')",
+             # transformers 5 reads config.json (auto_map) for the tokenizer too: without the flag a terminal asks
+             f"tokenizer = AutoTokenizer.from_pretrained('{repo_id}', trust_remote_code=True)",
              "concepts = model(**tokenizer('a sentence', return_tensors='pt')).last_hidden_state  # [1, C, H]",
              "```", ""]
     for stage, title in (("pretrain", "Pretraining"), ("analysis", "Concept diagnostics"),
