@@ -153,3 +153,19 @@ def test_the_registry_refuses_one_run_id_for_two_folders(tmp_path):
             registry.record_run("r", run_dir=tmp_path / "b" / "r", config={})
         (row,) = registry.list_runs()
         assert row["run_dir"] == str(tmp_path / "a" / "r")
+
+
+def test_report_html_escapes_text_it_did_not_write_and_table_cells_keep_their_pipes(tmp_path):
+    """A probe file named `<img src=x onerror=alert(1)>.txt` used to become live HTML in report.html, and a
+    table cell "mean |cos| between two concepts" showed as "mean"."""
+    from concept_encoder.registry.report import _html
+    from concept_encoder.reporting import markdown_table
+
+    text = "\n".join(["# run <b>", "", "probe: <img src=x onerror=alert(1)>.txt & more", "",
+                      markdown_table(["metric", "meaning"], [["`similarity_abs_mean`", "mean |cos| between two concepts"]]),
+                      "", "```yaml", "a: <kept as code>", "```"])
+    page = _html("<script>t</script>", text, tmp_path)
+    assert "<img" not in page and "<script>" not in page and "<b>" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;.txt &amp; more" in page
+    assert "<td>mean |cos| between two concepts</td>" in page
+    assert "a: &lt;kept as code&gt;" in page  # code is escaped once, by markdown, not twice

@@ -10,8 +10,8 @@ def markdown_table(header: list[str], rows: list[list[str]], numeric_from: int |
     first_numeric = len(header) if numeric_from is None else numeric_from
     rule = ["---" if i < first_numeric else "--:" for i in range(len(header))]
 
-    def line(cells) -> str:
-        return "| " + " | ".join(str(cell) for cell in cells) + " |"
+    def line(cells) -> str:  # a | inside a cell ("mean |cos|") would end the cell: escape it
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
     return "\n".join([line(header), "|" + "|".join(rule) + "|", *map(line, rows)])
 

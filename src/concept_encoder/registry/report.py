@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import re
 from pathlib import Path
 
@@ -135,9 +136,24 @@ def build_report(run_dir: str | Path, experiment: ExperimentConfig | None = None
     return out / "report.md", out / "report.html"
 
 
+def _without_raw_html(text: str) -> str:
+    """The markdown with every <, > and & outside code escaped: Python-Markdown passes raw HTML through, and the
+    report holds strings it did not write (file names, probe texts, config values). Code spans and fenced
+    blocks are left as they are; markdown escapes those itself."""
+    out, fenced = [], False
+    for line in text.split("\n"):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            parts = re.split(r"(`[^`]*`)", line)  # odd parts are code spans
+            line = "".join(p if i % 2 else html.escape(p, quote=False) for i, p in enumerate(parts))
+        out.append(line)
+    return "\n".join(out)
+
+
 def _html(title: str, text: str, folder: Path) -> str:
     """Markdown -> one HTML page with every PNG inlined as a data URI (one file to mail or attach)."""
-    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+    body = markdown.markdown(_without_raw_html(text), extensions=["tables", "fenced_code"])
 
     def inline(match: re.Match) -> str:
         data = base64.b64encode((folder / match.group(1)).read_bytes()).decode("ascii")
@@ -146,6 +162,6 @@ def _html(title: str, text: str, folder: Path) -> str:
     body = re.sub(r'src="([^"/]+\.png)"', inline, body)
     style = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .5em}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
             f"<body>{body}</body></html>\n")
 
