@@ -169,3 +169,59 @@ def test_report_html_escapes_text_it_did_not_write_and_table_cells_keep_their_pi
     assert "&lt;img src=x onerror=alert(1)&gt;.txt &amp; more" in page
     assert "<td>mean |cos| between two concepts</td>" in page
     assert "a: &lt;kept as code&gt;" in page  # code is escaped once, by markdown, not twice
+
+
+MICRO = Path(__file__).resolve().parents[1] / "configs" / "micro" / "perceiver_mlm_L6.yaml"
+
+
+def _one_line_error(capsys, *needles: str) -> None:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_bad_pretraining_input_is_one_line_and_leaves_no_folder(tmp_path, capsys):
+    """Each used to be a traceback (a codec error with no file name, a 62-line YAML parser trace, a TypeError, a
+    25-line tracker trace after a half-made run folder)."""
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine text\n\ncaf\xe9 au lait\n")
+    cases = [
+        ([f"--set=data.corpus=[{bad}]"], (str(bad), "line 3", "not UTF-8")),
+        (["--set=model.num_concepts=["], ("--set 'model.num_concepts=['", "not valid YAML")),
+        (["--set", "data.corpus.x=1"], ("data.corpus is a value",)),
+        (["--set", "training.report_to=[wandb]"], ("report_to", 'pip install "concept-encoder[wandb]"')),
+        (["--set", "training.report_to=wandbx"], ("'wandbx' is not a Trainer integration",)),
+        (["--data-dir", str(tmp_path / "missing")], ("not a directory",)),
+    ]
+    for i, (extra, needles) in enumerate(cases):
+        root = tmp_path / f"out{i}"
+        assert main(["pretrain", str(MICRO), "--output-dir", str(root), *extra]) == 2, extra
+        _one_line_error(capsys, *needles)
+        assert not root.exists(), extra
+
+
+def test_report_to_takes_the_trainers_string_form(tmp_path):
+    from concept_encoder.config import load_experiment
+
+    assert load_experiment(MICRO, ["training.report_to=none"]).training.report_to == []
+    assert load_experiment(MICRO, ["training.report_to=[]"]).training.report_to == []
+
+
+def test_an_existing_run_name_is_refused_before_data_preparation(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    assert main(["pretrain", str(MICRO), "--output-dir", str(tmp_path), "--set", "training.run_name=taken"]) == 2
+    _one_line_error(capsys, "taken exists", "--resume")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no cache was built first
+
+
+def test_export_to_an_existing_file_is_one_line(tmp_path, tiny_model_dir, capsys):
+    target = tmp_path / "file"
+    target.write_text("mine")
+    assert main(["export", str(tiny_model_dir), "--to", str(target)]) == 2
+    _one_line_error(capsys, "exists and is not an empty folder")
+    assert target.read_text() == "mine"
+    (tmp_path / "empty").mkdir()  # an empty folder is filled, atomically (no partial folder beside it)
+    assert main(["export", str(tiny_model_dir), "--to", str(tmp_path / "empty")]) == 0
+    assert (tmp_path / "empty" / "modules.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

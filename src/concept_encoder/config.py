@@ -201,7 +201,9 @@ class TrainingConfig:
     dataloader_num_workers: int = 0
     gradient_checkpointing: bool = False
     torch_compile: bool = False
-    report_to: list[str] = field(default_factory=list)  # wandb | tensorboard | mlflow; none by default
+    # trackers (HF Trainer integrations): [wandb], [tensorboard], [mlflow] ..., or HF's string form `wandb`;
+    # none by default. Each must be installed: pip install "concept-encoder[wandb]" (or tensorboard / mlflow)
+    report_to: list[str] | str = field(default_factory=list)
     run_name: str | None = None  # default: {model}_H{H}L{L}C{C}_{timestamp}
 
     def check(self) -> None:
@@ -220,6 +222,7 @@ class TrainingConfig:
         _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         _require(self.save_steps % self.eval_steps == 0 or self.eval_steps % self.save_steps == 0, "save_steps",
                  "save_steps and eval_steps must divide one another")
+        self.report_to = _checked_trackers(self.report_to)
         if self.run_name is not None:
             from .rundir import path_part_problem
 
@@ -424,6 +427,28 @@ class ExperimentConfig:
         return config
 
 
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "azure_ml": ("azureml",), "flyte": ("flytekit",),
+                   "kubeflow": ("kfp",)}  # HF integration -> module(s) it needs
+
+
+def _checked_trackers(report_to: list[str] | str) -> list[str]:
+    """`report_to` as a list of HF Trainer integrations, each known to transformers and installed; else one line
+    before any folder exists (HF's own check would raise a traceback from inside the Trainer)."""
+    import importlib.util
+
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to)
+    names = [] if names in (["none"], []) else names
+    for name in names:
+        _require(name in INTEGRATION_TO_CALLBACK or name == "all", "report_to",
+                 f"{name!r} is not a Trainer integration; use one of {sorted(INTEGRATION_TO_CALLBACK)}, or none")
+        modules = TRACKER_MODULES.get(name, (name,))
+        _require(name == "all" or any(importlib.util.find_spec(m) is not None for m in modules), "report_to",
+                 f"{name} is not installed: pip install \"concept-encoder[{name}]\" (or pip install {modules[0]})")
+    return names
+
+
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ValueError(f"{key}: {message}")
@@ -472,7 +497,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = key.strip().split(".")
     if len(path) < 2 or not all(path):
         raise ConfigError(f"--set {text!r}: the key must name a section, e.g. model.num_concepts=64")
-    return path, parse_yaml(raw)
+    try:
+        return path, parse_yaml(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"--set {text!r}: the value {raw!r} is not valid YAML ({problem}); quote a string, "
+                          "write a list as [a, b]") from None
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
@@ -536,8 +566,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, dict[s
     for text in overrides:
         keys, value = parse_override(text)
         node = raw.setdefault(keys[0], {})
-        for key in keys[1:-1]:
-            node = node.setdefault(key, {})
+        for depth, key in enumerate(keys[1:-1], 1):
+            node = node.setdefault(key, {}) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                break
+        if not isinstance(node, dict):
+            where = ".".join(keys[:depth + 1]) if len(keys) > 2 else keys[0]
+            raise ConfigError(f"--set {text!r}: {where} is a value, not a section of keys; set {where}=... itself")
         node[keys[-1]] = value
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:

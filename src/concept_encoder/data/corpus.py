@@ -202,10 +202,17 @@ def read_local_file(path: Path, text_field: str = "text") -> list[str]:
             raise CorpusError(f"{path}: no column {text_field!r} (columns: {table.column_names})")
         return [t for t in table.column(text_field).to_pylist() if t]
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        if suffix == ".jsonl":
-            return [_json_text(line, path, number, text_field) for number, line in enumerate(handle, 1) if line.strip()]
-        text = handle.read()
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:  # one line naming the file and the line, not a codec traceback
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise CorpusError(f"{path}, line {line}: not UTF-8 text ({error.reason} at byte {error.start}); "
+                          "convert the file to UTF-8") from None
+    if suffix == ".jsonl":
+        return [_json_text(line, path, number, text_field)
+                for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     return split_wikitext(text) if suffix == ".raw" else [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
 
 

@@ -14,6 +14,9 @@ here come from the installed `concept_encoder` package, and the folder holds no 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -148,11 +151,21 @@ def export(model_path: str | Path, to: str | Path, format: str = "sentence-trans
     if format not in FORMATS:
         raise EncoderError(f"export format must be one of {FORMATS}, got {format!r}")
     to = Path(to)
-    if to.exists() and any(to.iterdir()):
-        raise EncoderError(f"{to}: exists and is not empty; export into a new folder")
-    sentence_transformer(model_path, pooling, max_length).save(str(to), create_model_card=False)
-    (to / EXPORT_MARKER).write_text(json.dumps(
-        {"source": str(model_path), "format": format, "pooling": pooling}, indent=2), encoding="utf-8")
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        raise EncoderError(f"{to}: exists and is not an empty folder; export into a new folder")
+    model = sentence_transformer(model_path, pooling, max_length)  # a model that does not load fails before any write
+    to.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=to.parent, prefix=f".{to.name}.partial_"))
+    try:  # written beside, then renamed: an interrupted export leaves no half folder under the name
+        model.save(str(staging), create_model_card=False)
+        (staging / EXPORT_MARKER).write_text(json.dumps(
+            {"source": str(model_path), "format": format, "pooling": pooling}, indent=2), encoding="utf-8")
+        if to.exists():
+            to.rmdir()  # the empty folder the user named
+        os.replace(staging, to)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return to
 
 

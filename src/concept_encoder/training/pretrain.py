@@ -8,6 +8,7 @@ is checked before the run folder exists, so a failed start leaves nothing behind
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -247,15 +248,24 @@ def pretrain(
         experiment = load_experiment(config, overrides)
         checkpoint = None
     output_root = Path(output_root)
-    check_writable(output_root)
     data_path = resolve_data_dir(data_dir, required=False)
+    if resume is None and experiment.training.run_name and (output_root / experiment.training.run_name).exists():
+        raise ConfigError(f"training.run_name: {output_root / experiment.training.run_name} exists; resume it with "
+                          "--resume, or choose another run name")
+    new_root = not output_root.exists()
+    check_writable(output_root)
 
     # joins the process group under torchrun / accelerate launch (gloo on CPU-only machines)
     state = PartialState(cpu=not torch.cuda.is_available())
     torch.set_flush_denormal(True)  # denormal floats run several times slower on CPUs; flushing costs nothing
-    with state.main_process_first():  # rank 0 fills the caches, the others read them
-        prepared = prepare(experiment, data_path, Path(cache_dir) if cache_dir else output_root / ".cache",
-                           warm_start=checkpoint is None)
+    try:
+        with state.main_process_first():  # rank 0 fills the caches, the others read them
+            prepared = prepare(experiment, data_path, Path(cache_dir) if cache_dir else output_root / ".cache",
+                               warm_start=checkpoint is None)
+    except BaseException:
+        if new_root and state.is_main_process and not any(p.is_file() for p in output_root.rglob("*")):
+            shutil.rmtree(output_root, ignore_errors=True)  # a failed start leaves no empty output folder behind
+        raise
 
     if resume is None:
         name = experiment.training.run_name or run_name(prepared.model_config, experiment.objective.name)
