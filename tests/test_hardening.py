@@ -225,3 +225,37 @@ def test_export_to_an_existing_file_is_one_line(tmp_path, tiny_model_dir, capsys
     assert main(["export", str(tiny_model_dir), "--to", str(tmp_path / "empty")]) == 0
     assert (tmp_path / "empty" / "modules.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_encode_of_an_empty_file_is_one_line_before_the_model_loads_and_leaves_nothing(tmp_path, capsys):
+    """It used to load the model, then report 0 rows and leave OUT.partial/settings.json."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = tmp_path / "vectors.parquet"
+    assert main(["encode", "no/such-model", str(empty), "--out", str(out)]) == 2  # the model is never looked up
+    _one_line_error(capsys, "no rows to encode")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt"]
+
+
+def test_a_huge_line_is_clipped_before_tokenising_and_encodes_the_same(tiny_model_dir):
+    from concept_encoder.inference.corpus import clipped
+    from concept_encoder.inference.encoder import encode, load_encoder
+
+    model, tokenizer = load_encoder(tiny_model_dir)
+    words = (resolve_data_dir() / "wikitext").name  # any real words will do; the line is long, not special
+    line = " ".join(f"{words} number {i} of a very long line" for i in range(100_000))  # about 4 MB
+    short = clipped(line, tokenizer, 128)
+    assert len(short) < 20_000 < len(line)
+    ids = tokenizer([line, short], truncation=True, max_length=128)["input_ids"]
+    assert ids[0] == ids[1]
+    full, cut = encode(model, tokenizer, [line[:200_000], short], max_length=128)
+    assert (full - cut).abs().max() < 1e-6
+
+
+def test_experiment_with_a_bad_corpus_leaves_no_empty_registry(tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"caf\xe9\n")
+    root = tmp_path / "runs"
+    assert main(["experiment", str(MICRO), "--output-dir", str(root), "--set", f"data.corpus=[{bad}]"]) == 2
+    _one_line_error(capsys, "not UTF-8")
+    assert not root.exists()

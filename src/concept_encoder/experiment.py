@@ -67,15 +67,23 @@ def run_experiment(
             check_evaluation(get_task(name), settings[name], data_path)
         except TaskError as error:
             raise ConfigError(f"{experiment.source}: [evaluation] finetune_tasks: {error}") from None
-    registry = Registry(registry_path or default_registry_path(output_root))  # a broken database fails now
+    registry_file = Path(registry_path or default_registry_path(output_root))
+    new_registry = not registry_file.exists()
+    registry = Registry(registry_file)  # a broken database fails now
     if resume is None and experiment.training.run_name:  # a name another folder holds fails now, not after training
         registry.check_run_id(experiment.training.run_name, Path(output_root) / experiment.training.run_name)
 
     started = time.time()
     run_dir = Path(resume) if resume is not None else None
     if run_dir is None or "pretrain" not in finished_stages(run_dir):
-        run_dir = pretrain(experiment if resume is None else None, (), data_dir, output_root, resume,
-                           attach=attach_during_training, cache_dir=cache_dir)
+        try:
+            run_dir = pretrain(experiment if resume is None else None, (), data_dir, output_root, resume,
+                               attach=attach_during_training, cache_dir=cache_dir)
+        except BaseException:
+            registry.close()
+            if new_registry and not registry.has_runs_file(registry_file):  # no empty database left behind
+                _remove_database(registry_file)
+            raise
         mark_stage(run_dir, "pretrain", started)
     run_id = run_dir.name
     try:
@@ -95,6 +103,15 @@ def run_experiment(
     finally:
         registry.close()
     return run_dir, verdicts_for(run_dir, experiment)
+
+
+def _remove_database(path: Path) -> None:
+    """A registry this command created and never wrote a run to, with its SQLite side files and, when it is
+    then empty, its folder."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # only if empty
 
 
 def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str], settings) -> None:

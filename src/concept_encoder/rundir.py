@@ -247,6 +247,8 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+            out.flush()
+            os.fsync(out.fileno())  # the bytes are on disk before the name points at them (a crash keeps either)
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; a report should read like any file
         os.replace(temporary, path)
     except BaseException:

@@ -73,6 +73,8 @@ def encode_file(model_path: str | Path, input_path: str | Path, out: str | Path,
     if not input_path.is_file():
         raise EncoderError(f"{input_path}: no such input file")
     total = count_rows(input_path, field, id_field)  # a bad row fails here, before the model loads
+    if total == 0:
+        raise EncoderError(f"{input_path}: no rows to encode (field {field!r})")
     model, tokenizer = load_encoder(model_path, pooling)
     stat = input_path.stat()
     settings = EncodeSettings(str(input_path.resolve()), stat.st_size, stat.st_mtime_ns, model_source(model_path),
@@ -137,9 +139,23 @@ def _part_files(parts: Path) -> list[Path]:
     return sorted(parts.glob("part-*.parquet"))
 
 
+def clipped(text: str, tokenizer, max_length: int, margin: int = 16) -> str:
+    """The shortest prefix of `text` (doubling from 8 characters per token) that still holds max_length + margin
+    tokens, so that one 5 MB line is not tokenised whole to keep its first max_length tokens; the margin keeps
+    the cut word away from the tokens that are kept."""
+    limit = 8 * (max_length + margin)
+    while limit < len(text):
+        if len(tokenizer(text[:limit], add_special_tokens=False)["input_ids"]) >= max_length + margin:
+            return text[:limit]
+        limit *= 2
+    return text
+
+
 @torch.no_grad()
 def _vectors(texts: list[str], model, tokenizer, settings: EncodeSettings, batch_size: int) -> np.ndarray:
     """Vectors of one chunk, in its order."""
+    if tokenizer is not None:  # a static (model2vec) model reads the whole text
+        texts = [clipped(text, tokenizer, settings.max_length) for text in texts]
     if settings.what == "pooled":
         return encode(model, tokenizer, texts, batch_size, settings.max_length, settings.normalize).numpy()
     return encode_concepts(model, tokenizer, texts, batch_size, settings.max_length, settings.normalize).numpy()

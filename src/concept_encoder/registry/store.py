@@ -266,6 +266,15 @@ class Registry:
         with self._transaction() as db:
             db.execute(_UPSERT_RUN, row)
 
+    @staticmethod
+    def has_runs_file(path: str | Path) -> bool:
+        """Whether the database at `path` holds at least one run (False for a missing or unreadable file)."""
+        try:
+            with Registry(path) as registry:
+                return bool(registry.list_runs())
+        except RegistryError:
+            return False
+
     def check_run_id(self, run_id: str, run_dir: str | Path) -> None:
         """Refuse a run id already recorded for another folder (two output roots, one `training.run_name`): its row
         would otherwise take the second run's folder and keep the first run's metrics."""
