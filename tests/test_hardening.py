@@ -259,3 +259,21 @@ def test_experiment_with_a_bad_corpus_leaves_no_empty_registry(tmp_path, capsys)
     assert main(["experiment", str(MICRO), "--output-dir", str(root), "--set", f"data.corpus=[{bad}]"]) == 2
     _one_line_error(capsys, "not UTF-8")
     assert not root.exists()
+
+
+def test_a_damaged_run_folder_is_one_line_in_report_and_analyze(tmp_path, capsys):
+    import shutil
+
+    assert main(["pretrain", str(MICRO), "--output-dir", str(tmp_path), "--set", "training.run_name=r",
+                 "--set", "training.max_steps=10", "--set", "training.eval_steps=10", "--set", "training.save_steps=10",
+                 "--set", "analysis.during_training=false"]) == 0
+    capsys.readouterr()
+    summary = tmp_path / "r" / "train_summary.json"
+    shutil.copytree(tmp_path / "r", tmp_path / "weights")
+    summary.write_text(summary.read_text()[:50])  # truncated
+    assert main(["report", str(tmp_path / "r")]) == 2
+    _one_line_error(capsys, str(summary), "not valid JSON")
+    weights = tmp_path / "weights" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert main(["analyze", str(tmp_path / "weights")]) == 2
+    _one_line_error(capsys, "weights do not load")

@@ -15,7 +15,7 @@ from .data.corpus import CorpusError
 from .data.tasks import TaskError
 from .data.tokenizer import TokenizerError
 from .registry import RegistryError
-from .rundir import DEFAULT_OUTPUT_ROOT, EXPERIMENT_FILE, check_writable, is_run_folder
+from .rundir import DEFAULT_OUTPUT_ROOT, EXPERIMENT_FILE, RunFolderError, check_writable, is_run_folder
 
 REGISTRY_HELP = "CONCEPT_ENCODER_REGISTRY, else runs/registry.sqlite"
 
@@ -635,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run_verb(args)
     except (ConfigError, CorpusError, TokenizerError, TaskError, FileNotFoundError, PermissionError,
-            FloatingPointError, RegistryError) as error:
+            FloatingPointError, RegistryError, RunFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -270,7 +270,17 @@ def write_yaml(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
+class RunFolderError(ValueError):
+    """A file of a run folder that exists but cannot be read (truncated, edited, not UTF-8)."""
+
+
 def read_json(path: Path) -> dict | None:
-    """A JSON file's object, or None when it does not exist."""
+    """A JSON file's object, or None when it does not exist; a damaged one is a RunFolderError naming it."""
     path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path}: not valid JSON ({error}); truncated or edited? restore it, or rerun the "
+                             "stage that writes it") from None

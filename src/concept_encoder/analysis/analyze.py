@@ -25,7 +25,12 @@ def load_concept_encoder(model_dir: Path, with_decoder: bool = False):
     if config.model_type != "concept_encoder":
         raise ConfigError(f"{model_dir}: model_type {config.model_type!r} is not a concept encoder")
     model_class = ConceptEncoderForMaskedLM if with_decoder else AutoModel
-    return model_class.from_pretrained(model_dir).eval(), model_tokenizer(model_dir)
+    try:
+        model = model_class.from_pretrained(model_dir).eval()
+    except Exception as error:  # a truncated or foreign weights file: one line naming the folder
+        raise ConfigError(f"{model_dir}: its weights do not load ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    return model, model_tokenizer(model_dir)
 
 
 def ablate(model: ConceptEncoderForMaskedLM, tokenizer, texts: list[str], objective, max_length: int,
