@@ -277,3 +277,32 @@ def test_a_damaged_run_folder_is_one_line_in_report_and_analyze(tmp_path, capsys
     weights.write_bytes(weights.read_bytes()[:1000])
     assert main(["analyze", str(tmp_path / "weights")]) == 2
     _one_line_error(capsys, "weights do not load")
+
+
+def test_help_and_version_answer_without_importing_torch():
+    """`--help` took 6.5 s warm because cli.py imported config, and with it transformers and torch."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom concept_encoder.cli import main\n"
+              "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+              "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False False"), out.stdout[-300:]
+    version = subprocess.run([sys.executable, "-m", "concept_encoder.cli", "--version"], capture_output=True,
+                             text=True, check=True)
+    assert version.stdout.startswith("concept-encoder ")
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    from concept_encoder.registry import Registry
+
+    with Registry(tmp_path / "registry.sqlite") as registry:
+        for i in range(3000):
+            registry.record_run(f"run{i}", run_dir=tmp_path / f"run{i}", config={})
+    command = f"{sys.executable} -m concept_encoder.cli runs list --registry {tmp_path / 'registry.sqlite'} | head -1"
+    out = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr[-500:]

@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
-from .config import ConfigError, build_model_config, load_config
+from .errors import USER_ERRORS, ConfigError, RegistryError, TaskError
 from .data import DATA_ENV_VAR
-from .data.corpus import CorpusError
-from .data.tasks import TaskError
-from .data.tokenizer import TokenizerError
-from .registry import RegistryError
-from .rundir import DEFAULT_OUTPUT_ROOT, EXPERIMENT_FILE, RunFolderError, check_writable, is_run_folder
+from .rundir import DEFAULT_OUTPUT_ROOT, EXPERIMENT_FILE, check_writable, is_run_folder
 
 REGISTRY_HELP = "CONCEPT_ENCODER_REGISTRY, else runs/registry.sqlite"
 
@@ -25,6 +22,8 @@ def describe(args: argparse.Namespace) -> int:
     import torch
 
     from .modeling import ConceptEncoderForMaskedLM
+
+    from .config import build_model_config, load_config
 
     config = build_model_config(load_config(args.config, args.set), args.config)
     model = ConceptEncoderForMaskedLM(config).eval()
@@ -439,7 +438,10 @@ def _record_stage(run_dir: Path, stage: str, registry_path: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="concept-encoder", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"concept-encoder {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     p = verbs.add_parser("describe", help="build a model from a config; print parameters and shapes")
@@ -634,10 +636,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run_verb(args)
-    except (ConfigError, CorpusError, TokenizerError, TaskError, FileNotFoundError, PermissionError,
-            FloatingPointError, RegistryError, RunFolderError) as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `runs show | head` closed the pipe: stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
     finally:
         _close_process_group()
 

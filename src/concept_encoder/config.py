@@ -29,8 +29,7 @@ from .objectives.teacher import TEACHER_LOSSES
 from .precision import PRECISIONS
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot describe a run; the message names the file and the key."""
+from .errors import ConfigError  # noqa: F401  (re-exported: raised by every section check)
 
 
 # ---------------------------------------------------------------------------- sections

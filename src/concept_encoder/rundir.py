@@ -270,8 +270,7 @@ def write_yaml(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
-class RunFolderError(ValueError):
-    """A file of a run folder that exists but cannot be read (truncated, edited, not UTF-8)."""
+from .errors import RunFolderError  # noqa: F401
 
 
 def read_json(path: Path) -> dict | None:

@@ -44,8 +44,7 @@ KNOWN_CORPORA["wikitext"] = KNOWN_CORPORA["wikitext-103-raw-v1"]
 WIKITEXT_FILES = {"train": "wiki.train.raw", "validation": "wiki.valid.raw", "test": "wiki.test.raw"}
 
 
-class CorpusError(ValueError):
-    """A corpus source that cannot be read; the message names the source or file."""
+from ..errors import CorpusError  # noqa: F401
 
 
 def split_source(source: str) -> tuple[str, str]:

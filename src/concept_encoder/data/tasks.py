@@ -20,8 +20,7 @@ from pathlib import Path
 KINDS = ("single", "pair", "sts")
 
 
-class TaskError(ValueError):
-    """A task that cannot be loaded; the message names the task, file, row or column."""
+from ..errors import TaskError  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,7 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
                   "mask_token": "[MASK]"}
 
 
-class TokenizerError(ValueError):
-    pass
+from ..errors import TokenizerError  # noqa: F401
 
 
 def model_source(path: str | Path) -> str:

@@ -79,8 +79,7 @@ ON CONFLICT (run_id, name) DO UPDATE SET path = excluded.path
 _NEWEST_FIRST = "ORDER BY created DESC, rowid DESC"  # rowid breaks ties between runs recorded in the same second
 
 
-class RegistryError(Exception):
-    """Any registry failure, as one message that names the database file."""
+from ..errors import RegistryError  # noqa: F401
 
 
 def default_registry_path(output_root: str | Path = DEFAULT_OUTPUT_ROOT) -> Path:
