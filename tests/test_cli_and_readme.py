@@ -64,3 +64,24 @@ def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):
     experiment = load_experiment(path, ["training.weight_decay=1e-2"])
     assert experiment.training.learning_rate == 3e-4 and experiment.training.weight_decay == 0.01
     assert experiment.model.layer_norm_eps == 1e-12
+
+
+NUMBER = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
+
+
+def _section(text: str, name: str) -> str:
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    assert start in text and end in text, f"docs/results.md has no generated section {name!r}"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_readme_results_quote_only_numbers_of_the_generated_sections():
+    """Every README results table is preceded by `<!-- numbers from docs/results.md: SECTION -->`, and each of
+    its decimal numbers occurs in that generated section: the README cannot drift from the results it quotes."""
+    readme, results = (ROOT / "README.md").read_text(), (ROOT / "docs" / "results.md").read_text()
+    quoted = re.findall(r"<!-- numbers from docs/results.md: ([\w:.-]+) -->\n((?:\|.*\n)+)", readme)
+    assert len(quoted) >= 3, "the README's results tables lost their source markers"
+    for name, table in quoted:
+        available = set(NUMBER.findall(_section(results, name)))
+        missing = [n for n in NUMBER.findall(table) if n not in available]
+        assert not missing, f"README numbers {missing} are not in docs/results.md section {name}"

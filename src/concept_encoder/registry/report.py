@@ -71,7 +71,7 @@ def build_report(run_dir: str | Path, experiment: ExperimentConfig | None = None
     finetune, zero_shot = run.finetune, run.zero_shot
     verdicts = verdicts_for(run, experiment)
 
-    lines = [f"# {run_dir.name}", ""]
+    lines = [f"# {run_dir.name}", "", *_headline(zero_shot), ""]
     model = yaml.safe_dump(experiment.model_section, default_flow_style=True, width=1000).strip()
     lines += [f"- objective: `{experiment.objective.name}`; model: `{model}`",
               (f"- steps: {summary.get('global_step', '–')}, tokens seen: {summary.get('tokens_seen', '–')}, "
@@ -134,6 +134,18 @@ def build_report(run_dir: str | Path, experiment: ExperimentConfig | None = None
     write_atomic(out / "report.md", text)
     write_atomic(out / "report.html", _html(run_dir.name, text, out))
     return out / "report.md", out / "report.html"
+
+
+def _headline(zero_shot: dict | None) -> list[str]:
+    """The first line a reader needs: zero-shot STS-B against the bag of words it must beat, with the gap."""
+    stsb = (zero_shot or {}).get("tasks", {}).get("stsb")
+    if not stsb or "spearman" not in stsb.get("summary", {}):
+        return ["**Zero-shot STS-B**: not measured (`concept-encoder zero-shot RUN --tasks stsb`)."]
+    own = 100 * stsb["summary"]["spearman"]["mean"]
+    bar = 100 * stsb["baselines"]["tfidf_cosine"]["spearman"]
+    verdict = "above" if own > bar else "below"
+    return [f"**Zero-shot STS-B dev Spearman {own:.1f}, {verdict} TF-IDF cosine's {bar:.1f} "
+            f"({own - bar:+.1f} points)**: the pooled concepts, no training on the task."]
 
 
 def _without_raw_html(text: str) -> str:
