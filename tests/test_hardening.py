@@ -306,3 +306,11 @@ def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
     command = f"{sys.executable} -m concept_encoder.cli runs list --registry {tmp_path / 'registry.sqlite'} | head -1"
     out = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr[-500:]
+
+
+def test_a_missing_corpus_without_a_data_folder_hints_at_the_setting(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CONCEPT_ENCODER_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["pretrain", str(MICRO), "--output-dir", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, "wikitext/wiki.valid.raw.gz", "CONCEPT_ENCODER_DATA", "--data-dir")
+    assert not (tmp_path / "out").exists()

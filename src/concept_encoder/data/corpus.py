@@ -44,7 +44,8 @@ KNOWN_CORPORA["wikitext"] = KNOWN_CORPORA["wikitext-103-raw-v1"]
 WIKITEXT_FILES = {"train": "wiki.train.raw", "validation": "wiki.valid.raw", "test": "wiki.test.raw"}
 
 
-from ..errors import CorpusError  # noqa: F401
+from ..errors import CorpusError
+from .local import DATA_ENV_VAR
 
 
 def split_source(source: str) -> tuple[str, str]:
@@ -108,7 +109,8 @@ def stream_corpus(sources: list[str], data_dir: Path | None, text_field: str = "
             stream = stream.select_columns([text_field])
             streams.append(stream if text_field == "text" else stream.rename_column(text_field, "text"))
         else:
-            raise CorpusError(f"corpus source {source!r}: no such file")
+            raise CorpusError(f"corpus source {source!r}: no such file" + (
+                "" if data_dir else f"; no data folder is set: point {DATA_ENV_VAR} or --data-dir at it"))
     if files:
         streams.insert(0, datasets.IterableDataset.from_generator(
             _documents_of, gen_kwargs={"files": files, "text_field": text_field},
@@ -150,7 +152,8 @@ def _read_source(
         return _read_files(files, text_field)
     if data_dir is None and "/" in source and not Path(source).suffix:
         return _read_hub(HubCorpus(name, None, name.split("/")[-1]), split, text_field, max_documents)
-    where = f" (relative paths resolve against the data folder {data_dir})" if data_dir else ""
+    where = (f" (relative paths resolve against the data folder {data_dir})" if data_dir else
+             f" here, and no data folder is set: point {DATA_ENV_VAR} or --data-dir at the folder that holds it")
     raise CorpusError(f"corpus source {source!r}: no such file{where}")
 
 
