@@ -314,3 +314,10 @@ def test_a_missing_corpus_without_a_data_folder_hints_at_the_setting(tmp_path, m
     assert main(["pretrain", str(MICRO), "--output-dir", str(tmp_path / "out")]) == 2
     _one_line_error(capsys, "wikitext/wiki.valid.raw.gz", "CONCEPT_ENCODER_DATA", "--data-dir")
     assert not (tmp_path / "out").exists()
+
+
+def test_describe_builds_the_vocabulary_the_run_will_have(capsys):
+    """describe used to report V = 30,522 and 2.16M parameters for a model with a 4,096-word trained tokenizer."""
+    assert main(["describe", str(MICRO)]) == 0
+    out = capsys.readouterr().out
+    assert "V = 4,096" in out and "(B, N, V)" in out and ", 4096]" in out

@@ -23,9 +23,7 @@ def describe(args: argparse.Namespace) -> int:
 
     from .modeling import ConceptEncoderForMaskedLM
 
-    from .config import build_model_config, load_config
-
-    config = build_model_config(load_config(args.config, args.set), args.config)
+    config, vocabulary = _described_config(args.config, args.set)
     model = ConceptEncoderForMaskedLM(config).eval()
     groups: dict[str, int] = {}
     seen = set()
@@ -50,7 +48,30 @@ def describe(args: argparse.Namespace) -> int:
     print(f"\ninput_ids [B={B}, N={N}] -> tokens [B, N, Dt={config.token_dim}] -> "
           f"concepts {list(out.concepts.shape)} (B, C, H) -> logits {list(out.logits.shape)} (B, N, V)")
     print(f"encoder steps: {config.encoder_steps} ({len(out.hidden_states)} hidden states)")
+    print(f"vocabulary: V = {config.vocab_size:,} ({vocabulary})")
     return 0
+
+
+def _described_config(path: str, overrides: list[str]):
+    """The model `describe` builds, with the vocabulary the run would have: the size of the tokenizer it trains,
+    else the configured tokenizer's own when it loads here, else the config's (said so)."""
+    from .config import build_model_config, load_config, load_experiment
+    from .data.tokenizer import load_tokenizer
+
+    raw = load_config(path, overrides)
+    if "data" not in raw:  # a model file (configs/model/): no tokenizer named
+        return build_model_config(raw, path), "the config's: the file names no tokenizer"
+    experiment = load_experiment(path, overrides)
+    data = experiment.data
+    if data.train_tokenizer:
+        vocab = raw.get("model", {}).get("vocab_size", data.tokenizer_vocab_size)
+        return (build_model_config({"model": {**raw.get("model", {}), "vocab_size": vocab}}, path),
+                f"the {data.train_tokenizer} tokenizer the run trains, data.tokenizer_vocab_size")
+    try:
+        tokenizer = load_tokenizer(data.tokenizer)
+    except Exception:  # noqa: BLE001  (offline Hub name: describe still works, and says where V came from)
+        return build_model_config(raw, path), f"the config's: tokenizer {data.tokenizer!r} is not at hand here"
+    return experiment.resolve(tokenizer), f"tokenizer {data.tokenizer!r}"
 
 
 def pretrain(args: argparse.Namespace) -> int:
