@@ -65,7 +65,7 @@ def test_experiment_writes_report_registry_row_and_verdicts(finished, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def test_resume_reruns_only_unfinished_stages(finished):
+def test_resume_reruns_only_unfinished_stages(finished, capsys):
     root, run_dir = finished
     weights = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
     stages = json.loads((run_dir / "stages.json").read_text())
@@ -75,6 +75,10 @@ def test_resume_reruns_only_unfinished_stages(finished):
     assert main(["experiment", "--resume", str(run_dir), "--registry", str(root / "registry.sqlite")]) == 0
     assert (run_dir / "analysis" / "analysis.json").exists()
     assert (run_dir / "model" / "model.safetensors").stat().st_mtime_ns == weights  # pretraining was not redone
+    banners = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[experiment] ")]
+    assert [line.split(":")[0] for line in banners] == [f"[experiment] {stage}" for stage in
+                                                        ("analyze", "evaluate", "report", "registry")]
+    assert str(run_dir) in banners[0]
 
 
 def test_publish_dry_run_folder_loads_with_plain_transformers(finished, tmp_path):

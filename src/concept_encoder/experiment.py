@@ -76,6 +76,7 @@ def run_experiment(
     started = time.time()
     run_dir = Path(resume) if resume is not None else None
     if run_dir is None or "pretrain" not in finished_stages(run_dir):
+        banner("pretrain", f"resuming {run_dir}" if run_dir else f"a new run folder under {output_root}")
         try:
             run_dir = pretrain(experiment if resume is None else None, (), data_dir, output_root, resume,
                                attach=attach_during_training, cache_dir=cache_dir)
@@ -98,11 +99,18 @@ def run_experiment(
             raise
         for stage, metrics in run_metrics(run_dir).items():
             registry.record_metrics(run_id, stage, metrics)
+        banner("registry", f"{run_id} in {registry.path}")
         registry.record_artefacts(run_id, artefacts(run_dir))
         registry.set_status(run_id, "complete")
     finally:
         registry.close()
     return run_dir, verdicts_for(run_dir, experiment)
+
+
+def banner(stage: str, what: str) -> None:
+    """One line per stage, so a reader of the log sees where the experiment is (pretrain -> analyze -> evaluate ->
+    report -> registry)."""
+    print(f"[experiment] {stage}: {what}", flush=True)
 
 
 def _remove_database(path: Path) -> None:
@@ -117,11 +125,13 @@ def _remove_database(path: Path) -> None:
 def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str], settings) -> None:
     """analyze -> evaluate -> report, each skipped when `stages.json` says it finished."""
     ev = experiment.evaluation
+    banner("analyze", str(run_dir))
     if "analyze" not in finished_stages(run_dir):
         started = time.time()
         analyze(run_dir, experiment.analysis, data_path, experiment=experiment)
         mark_stage(run_dir, "analyze", started)
 
+    banner("evaluate", ", ".join([*finetune_names, *(f"{t} zero-shot" for t in ev.zero_shot_tasks)]) or "nothing")
     if "evaluate" not in finished_stages(run_dir):
         started = time.time()
         model = run_dir / MODEL_DIR
@@ -134,6 +144,7 @@ def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str
         mark_stage(run_dir, "evaluate", started)
 
     started = time.time()
+    banner("report", str(run_dir / "report"))
     build_report(run_dir, experiment)  # always rebuilt: cheap, and it reflects whatever is on disk now
     mark_stage(run_dir, "report", started)
 

@@ -238,6 +238,8 @@ def pretrain(
         experiment.data.tokenizer, experiment.data.train_tokenizer = str(run_dir / TOKENIZER_DIR), None
         output_root = run_dir.parent
         checkpoint = last_complete_checkpoint(run_dir)
+        print(f"resuming {run_dir} from {checkpoint}" if checkpoint else
+              f"resuming {run_dir}: no complete checkpoint yet, training from step 0", flush=True)
     elif config is None:
         raise ConfigError("pretrain needs a CONFIG file or --resume RUN_DIR")
     elif isinstance(config, ExperimentConfig):
