@@ -58,6 +58,7 @@ def test_experiment_writes_report_registry_row_and_verdicts(finished, capsys):
                                                                "gain_over_floor", "gain_used")}
     assert run["metrics"]["analysis"]["concept_ablation_gain"]["value"] == pytest.approx(ablation["concept_ablation_gain"])
     assert "Concepts used by the decoder" in report  # its gate
+    assert "tokenizer: tokenizer/ (a wordpiece of 4096 tokens" in report and "ModernBERT" not in report
 
     assert main(["runs", "list", "--registry", str(root / "registry.sqlite")]) == 0
     assert "exp" in capsys.readouterr().out

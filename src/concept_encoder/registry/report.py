@@ -18,6 +18,7 @@ from ..rundir import (
     ANALYSIS_RESULTS,
     EXPERIMENT_FILE,
     REPORT_DIR,
+    TOKENIZER_DIR,
     write_atomic,
 )
 from .collect import RunFiles, flatten, read_run, run_facts, run_metrics
@@ -129,7 +130,11 @@ def build_report(run_dir: str | Path, experiment: ExperimentConfig | None = None
                          "Recursive encoder: K sweep")
         lines += ["## Recursive K sweep", "", f"![K sweep]({png.name})", ""]
 
-    lines += ["## Config", "", "```yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False).rstrip(), "```", ""]
+    shown = experiment.to_dict()
+    if experiment.data.train_tokenizer:  # data.tokenizer is a default the run never read: show what it used
+        shown["data"]["tokenizer"] = (f"{TOKENIZER_DIR}/ (a {experiment.data.train_tokenizer} of "
+                                      f"{experiment.data.tokenizer_vocab_size} tokens trained on the corpus)")
+    lines += ["## Config", "", "```yaml", yaml.safe_dump(shown, sort_keys=False).rstrip(), "```", ""]
     text = "\n".join(lines)
     write_atomic(out / "report.md", text)
     write_atomic(out / "report.html", _html(run_dir.name, text, out))
