@@ -283,6 +283,33 @@ def test_k_sweep_of_a_recursive_model_writes_points_gain_and_plot(tmp_path, toke
     assert "not a weight-shared" in capsys.readouterr().err
 
 
+def test_k_sweep_fine_tunes_at_every_k_by_the_evaluation_protocol(tmp_path, tokenizer, capsys):
+    """Issue 26: STS-B fine-tuned at each K beside the zero-shot rows. At the trained K the sweep's number is the
+    one `evaluate` gives with the same settings and seed; at another K the model runs K steps, so it differs."""
+    import json
+
+    from concept_encoder import ConceptEncoderForMaskedLM
+    from concept_encoder.cli import main
+
+    model_dir = tmp_path / "model"
+    torch.manual_seed(0)
+    ConceptEncoderForMaskedLM(tiny_config(tokenizer.vocab_size, weight_sharing=True, num_iterations=3)
+                              ).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    quick = ["--config", "configs/eval/study.yaml", "--seeds", "1", "--max-train-examples", "96",
+             "--max-eval-examples", "96"]
+    assert main(["k-sweep", str(model_dir), "--ks", "1", "3", "--tasks", "stsb", "--finetune", "stsb", *quick]) == 0
+    assert "stsb fine-tuned spearman" in capsys.readouterr().out
+    finetuned = json.loads((model_dir / "analysis" / "k_sweep.json").read_text())["finetuned"]["stsb"]
+    assert set(finetuned) == {"1", "3"} and set(finetuned["3"]) == {"spearman", "heldout_spearman"}
+    assert finetuned["1"]["spearman"] != finetuned["3"]["spearman"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the K folders are gone
+    assert main(["evaluate", str(model_dir), "--tasks", "stsb", "--output-dir", str(tmp_path / "eval"), *quick]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())["tasks"]["stsb"]["summary"]
+    assert finetuned["3"]["spearman"] == pytest.approx(evaluated["spearman"]["mean"], abs=1e-9)
+    assert finetuned["3"]["heldout_spearman"] == pytest.approx(evaluated["heldout_spearman"]["mean"], abs=1e-9)
+
+
 def test_analyze_verb_on_a_model_folder_with_a_probe_file(tmp_path, tokenizer, sentences, capsys):
     import json
 

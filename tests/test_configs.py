@@ -14,7 +14,9 @@ from .test_pretrain import history
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = (sorted((ROOT / "configs").glob("demo.yaml")) + sorted((ROOT / "configs" / "plan").glob("*.yaml"))
                + sorted((ROOT / "configs" / "pilot").glob("*.yaml"))
-               + sorted(p for p in (ROOT / "configs" / "study").glob("*.yaml") if not p.name.startswith("cpu")))  # cpu*.yaml: study files
+               + sorted(p for p in (ROOT / "configs" / "study").glob("*.yaml")
+                        if "contenders" not in read_experiment_mapping(p))  # a study file lists contenders
+               + sorted((ROOT / "configs" / "study" / "v2").glob("[!_]*.yaml")))  # _*.yaml: bases only
 MICRO = sorted((ROOT / "configs" / "micro").glob("[!_]*.yaml"))  # _scale.yaml: the shared micro scale, a base only
 # warm-started twins need a source run first: tests/test_init_from.py trains one and runs them from it
 STANDALONE_MICRO = [p for p in MICRO if "init_from" not in read_experiment_mapping(p).get("model", {})]

@@ -102,6 +102,33 @@ def test_publish_dry_run_folder_loads_with_plain_transformers(finished, tmp_path
     assert out.stdout.strip().endswith("(1, 8, 64)")
 
 
+def test_sentence_transformers_export_loads_where_concept_encoder_is_not_installed(finished, tmp_path):
+    """The export used to name classes of the installed package in modules.json and had no model card. Now the
+    folder carries its code: the card's snippet, run as written in a process where `import concept_encoder`
+    fails, gives the vectors this package's own zero-shot path gives; the card names the run, the pooling and
+    the run's zero-shot scores beside TF-IDF. `publish --format sentence-transformers` prepares that folder."""
+    import numpy as np
+
+    from concept_encoder.inference.encoder import encode, load_encoder
+
+    _, run_dir = finished
+    folder = tmp_path / "hub_st"
+    assert main(["publish", str(run_dir), "--repo-id", "someone/micro-st", "--format", "sentence-transformers",
+                 "--pooling", "decoder", "--dry-run", "--folder", str(folder)]) == 0
+    card = (folder / "README.md").read_text()
+    assert "run `exp`" in card and "**decoder** pooling" in card and "| stsb | validation |" in card
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace("'someone/micro-st'", repr(str(folder)))
+    script = ("import json, sys; sys.modules['concept_encoder'] = None  # `import concept_encoder` now fails\n"
+              + snippet + "print(json.dumps(vectors.tolist()))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False,
+                         env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    theirs = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
+    texts = json.loads(snippet.split("model.encode(", 1)[1].split(")", 1)[0].replace("'", '"'))
+    model, tokenizer = load_encoder(run_dir, "decoder")
+    np.testing.assert_allclose(theirs, encode(model, tokenizer, texts).numpy(), atol=1e-5, rtol=0)
+
+
 def test_publish_lists_what_it_would_push_and_pushes_nothing_unconfirmed(finished, tmp_path, capsys):
     """`publish` used to upload as soon as the folder was ready, public by default."""
     _, run_dir = finished

@@ -101,7 +101,7 @@ def test_unknown_task_is_one_clear_error(tmp_path, capsys):
 
 def test_a_folder_that_is_no_model(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path), "--tasks", "rte", "--seeds", "1", "--output-dir", str(tmp_path / "o")]) == 2
-    assert "not a concept encoder nor a loadable Hugging Face encoder" in capsys.readouterr().err
+    assert "not a model folder, run folder or reachable Hub model" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("head, task", [("pair", "mrpc"), ("pair_cosine", "stsb")])

@@ -84,6 +84,10 @@ def test_an_own_export_is_recognised_and_a_tampered_one_is_not(tmp_path, tiny_mo
     assert is_own_export(out)
     (out / "extra.py").write_text("raise SystemExit\n")
     assert not is_own_export(out)
+    (out / "extra.py").unlink()
+    shipped = out / "sentence_transformers_modules.py"
+    shipped.write_text(shipped.read_text() + "\nimport os\n")  # an edited copy of the shipped code
+    assert not is_own_export(out)
 
 
 def _zero_shot(path: Path, tiny_model_dir: Path) -> list[str]:
@@ -294,6 +298,40 @@ def test_help_and_version_answer_without_importing_torch():
     assert version.stdout.startswith("concept-encoder ")
 
 
+def _verb_parsers(parser, prefix=""):
+    """(name, parser) of every verb, nested groups (`runs list`, `data mirror`) included."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, verb in action.choices.items():
+                yield f"{prefix}{name}", verb
+                yield from _verb_parsers(verb, f"{prefix}{name} ")
+
+
+def test_every_verb_has_an_example_and_every_option_its_help_and_default(capsys):
+    """Options without help and verbs without an example; the defaults were said in some help texts only."""
+    import argparse
+
+    from concept_encoder.cli import build_parser
+
+    verbs = dict(_verb_parsers(build_parser()))
+    assert len(verbs) >= 22
+    for name, verb in verbs.items():
+        if any(isinstance(a, argparse._SubParsersAction) for a in verb._actions):
+            continue  # a group (runs, data): its verbs carry the examples
+        assert verb.epilog and verb.epilog.startswith("example") and "concept-encoder " in verb.epilog, name
+        for action in verb._actions:
+            assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+    try:
+        main(["encode", "--help"])
+    except SystemExit:
+        pass
+    text = " ".join(capsys.readouterr().out.split())
+    assert "texts per forward pass (default: 64)" in text and "(default: pooled)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text and "example" in text
+
+
 def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
     import subprocess
     import sys
@@ -321,3 +359,72 @@ def test_describe_builds_the_vocabulary_the_run_will_have(capsys):
     assert main(["describe", str(MICRO)]) == 0
     out = capsys.readouterr().out
     assert "V = 4,096" in out and "(B, N, V)" in out and ", 4096]" in out
+
+
+def test_config_prints_the_resolved_experiment_and_an_override_error_names_the_override(capsys):
+    assert main(["config", str(MICRO), "--set", "training.max_steps=7"]) == 0
+    out = capsys.readouterr().out
+    assert "max_steps: 7" in out and "vocab_size: 4096" in out and "!default" not in out
+    assert main(["config", str(MICRO), "--set", "training.max_stpes=7"]) == 2
+    _one_line_error(capsys, "--set 'training.max_stpes=7'", "unknown key")
+    assert main(["config", str(MICRO), "--set", "evaluation.seeds=one"]) == 2
+    _one_line_error(capsys, "--set 'evaluation.seeds=one'")
+
+
+def test_scores_read_on_one_scale_in_runs_and_gates(tmp_path, capsys):
+    """`runs list` printed STS-B as 0.75 and the gates as 0.797 while every results table printed x 100."""
+    from concept_encoder.analysis.gates import evaluate_gates, format_verdicts, load_gates
+    from concept_encoder.registry import Registry
+
+    with Registry(tmp_path / "registry.sqlite") as registry:
+        registry.record_run("r", run_dir=tmp_path / "r", config={})
+        registry.record_metrics("r", "finetune", {"stsb.spearman": (0.7512, 0.01)})
+        registry.record_metrics("r", "analysis", {"effective_rank_per_sample": (3.25, None)})
+    assert main(["runs", "list", "--registry", str(tmp_path / "registry.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "75.12" in out and "3.25" in out and "x 100" in out
+    assert main(["runs", "show", "r", "--registry", str(tmp_path / "registry.sqlite")]) == 0
+    assert "75.12 ± 1" in capsys.readouterr().out
+    verdicts = evaluate_gates(load_gates(), {"finetune.stsb.pearson": 0.7512, "analysis.similarity_abs_mean": 0.452})
+    shown = {v.gate.id: v.shown for v in verdicts}
+    assert shown["gate1_stsb"] == "75.1" and shown["similarity"] == "0.452"
+    assert "x 100" in format_verdicts(verdicts, markdown=False)
+
+
+def _on_a_terminal(args: list[str], tmp_path: Path) -> str:
+    """What a verb writes to a terminal (stdout and stderr on a pseudo-terminal), as a user sees it."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
+    env = {k: v for k, v in os.environ.items() if k != "CONCEPT_ENCODER_QUIET"}
+    process = subprocess.Popen([sys.executable, "-m", "concept_encoder.cli", *args], stdout=follower,
+                               stderr=follower, cwd=tmp_path, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert process.wait(timeout=600) == 0, b"".join(chunks)[-2000:]
+    os.close(leader)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_zero_shot_shows_progress_on_a_terminal_and_none_when_quiet(tmp_path, tiny_model_dir):
+    """zero-shot, analyze, mteb and long-context encoded for minutes with no sign of life."""
+    data = str(resolve_data_dir().resolve())
+    shown = _on_a_terminal(["zero-shot", str(tiny_model_dir), "--tasks", "stsb", "--data-dir", data], tmp_path)
+    assert "encode concepts:" in shown and "batch/s" in shown and "stsb" in shown
+    quiet = _on_a_terminal(["zero-shot", str(tiny_model_dir), "--tasks", "stsb", "--data-dir", data, "--quiet"],
+                           tmp_path)
+    assert "encode concepts:" not in quiet and "batch/s" not in quiet and "stsb" in quiet

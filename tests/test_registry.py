@@ -204,7 +204,7 @@ def test_compare_table_deltas_and_marks():
                        "finetune": {"stsb.spearman": (0.65, 0.02), "mrpc.f1": 0.8054, "mnli.accuracy": 0.7}})
     baseline = _run("tfidf", {"finetune": {"stsb.spearman": 0.50, "mnli.accuracy": 0.72}})
     assert format_compare(a, b, baseline).splitlines() == [
-        "A = `run_a`, B = `run_b`, baseline = `tfidf`",
+        "A = `run_a`, B = `run_b`, baseline = `tfidf` (scores of finetune, zero_shot, baseline and mteb x 100)",
         "",
         "| stage | metric | A | B | Δ (B−A) | baseline | Δ vs baseline |",
         "|---|---|--:|--:|--:|--:|--:|",
@@ -213,9 +213,9 @@ def test_compare_table_deltas_and_marks():
         "| analysis | dead_dimensions | 0 | 3 | +3 ✗ | – | – |",
         "| analysis | participation_ratio | 12.30 | 13.70 | +1.40 ✓ | – | – |",
         "| analysis | similarity_abs_mean | 0.30 | 0.35 | +0.05 ✗ | – | – |",
-        "| finetune | mnli.accuracy | – | 0.70 | – | 0.72 | −0.02 ✗ |",
-        "| finetune | mrpc.f1 | 0.801 | 0.805 | +0.004 ✓ | – | – |",  # more decimals so the change shows
-        "| finetune | stsb.spearman | 0.60 ± 0.01 | 0.65 ± 0.02 | +0.05 ✓ | 0.50 | +0.15 ✓ |",
+        "| finetune | mnli.accuracy | – | 70 | – | 72 | −2 ✗ |",  # scores x 100, as in every table
+        "| finetune | mrpc.f1 | 80.12 | 80.54 | +0.42 ✓ | – | – |",
+        "| finetune | stsb.spearman | 60 ± 1 | 65 ± 2 | +5 ✓ | 50 | +15 ✓ |",
     ]
     plain = format_compare(a, b, markdown=False).splitlines()
     assert plain[2].split() == ["stage", "metric", "A", "B", "Δ", "(B−A)"]
@@ -230,10 +230,12 @@ def test_list_and_show_views():
     lines = format_run_list(rows).splitlines()
     assert lines[0].split() == ["run", "created", "status", "pretrain.eval_loss", "finetune.stsb.spearman"]
     assert lines[2].split() == ["run_b", "2025-01-02", "00:00:00", "running", "6.4", "–"]
+    assert lines[3].split() == ["run_a", "2025-01-01", "00:00:00", "complete", "6.5", "60"]  # a score, x 100
+    assert lines[4] == "(scores of finetune, zero_shot, baseline and mteb x 100)"
     assert format_run_list([]) == "no runs recorded yet"
 
     shown = format_run(_run("run_a", {"finetune": {"stsb.spearman": (0.6, 0.012)}, "pretrain": {"eval_loss": 6.5}}))
     assert "run         run_a" in shown
     assert shown.index("  pretrain") < shown.index("  finetune")  # stages in pipeline order
-    assert "    stsb.spearman  0.6 ± 0.012" in shown
+    assert "  finetune (x 100)\n    stsb.spearman  60 ± 1.2" in shown
     assert "    name: mlm" in shown

@@ -59,9 +59,9 @@ def test_zero_shot_reports_late_interaction_beside_the_same_baseline(tmp_path, t
     from concept_encoder import ConceptEncoderForMaskedLM
     from concept_encoder.data import resolve_data_dir
     from concept_encoder.data.tasks import get_task
+    from concept_encoder.evaluation.metrics import compute_metrics
     from concept_encoder.evaluation.zero_shot import zero_shot_sts, zero_shot_task
     from concept_encoder.inference.encoder import load_encoder
-    from concept_encoder.evaluation.metrics import compute_metrics
 
     from .conftest import tiny_config
 

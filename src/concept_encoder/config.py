@@ -21,15 +21,13 @@ import yaml
 
 from .data.tasks import TaskError, get_task, resolve_tasks
 from .data.teacher_targets import DEFAULT_TEACHER, Teacher, TeacherError
+from .errors import ConfigError
 from .modeling import ConceptEncoderConfig
 from .modeling.backbone import backbone_settings
 from .objectives.collators import TASKLESS
 from .objectives.regularisers import REGULARISERS, SCOPES
 from .objectives.teacher import TEACHER_LOSSES
 from .precision import PRECISIONS
-
-
-from .errors import ConfigError  # noqa: F401  (re-exported: raised by every section check)
 
 
 # ---------------------------------------------------------------------------- sections
@@ -612,8 +610,21 @@ def build_section(cls: type, name: str, body: dict[str, Any], source: str | Path
 
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """Load and validate every section of an experiment file (the model section's keys included)."""
+    """Load and validate every section of an experiment file (the model section's keys included). An error that
+    an override caused names the override, not the file."""
     raw = load_config(path, overrides)
+    try:
+        return _experiment(path, raw)
+    except ConfigError as error:
+        for text in reversed(list(overrides)):
+            keys, _ = parse_override(text)
+            section, key = keys[0], keys[1]
+            if f"[{section}] {key}" in str(error) or f"[{section}] unknown key(s) ['{key}']" in str(error):
+                raise ConfigError(f"--set {text!r}: {str(error).removeprefix(f'{path}: ')}") from None
+        raise
+
+
+def _experiment(path: str | Path, raw: dict) -> ExperimentConfig:
     model = build_model_config(raw, path)  # fail on model keys now, before any data is read
     sections = {name: build_section(cls, name, raw.get(name, {}), path) for name, cls in SECTION_CLASSES.items()}
     model_fields, warm_fields = split_model_section(raw.get("model", {}))

@@ -1,8 +1,26 @@
-"""Tables, on the ground floor: the one place text and markdown tables are laid out, and the one reader of a
-results file's headline numbers (`evaluation/.../results.json`). The registry, the report, the study and the
-evaluation verbs all print through it; none of them lays out a table of its own."""
+"""Tables and progress bars, on the ground floor: the one place text and markdown tables are laid out, the one
+reader of a results file's headline numbers (`evaluation/.../results.json`), and the one switch for progress bars.
+The registry, the report, the study and the evaluation verbs all print through it; none of them lays out a table
+of its own."""
 
 from __future__ import annotations
+
+import os
+
+QUIET_ENV_VAR = "CONCEPT_ENCODER_QUIET"  # set (the verbs' --quiet does): no progress bars at all
+
+
+def progress_bars() -> bool | None:
+    """tqdm's `disable` for the package's progress bars: None (a bar when stderr is a terminal, none in logs, CI or
+    tests), or True when CONCEPT_ENCODER_QUIET is set."""
+    return True if os.environ.get(QUIET_ENV_VAR, "") not in ("", "0") else None
+
+
+def progress(iterable, desc: str, total: int | None = None, unit: str = "batch"):
+    """`iterable` with a progress bar on stderr (see `progress_bars`); the bar is cleared when it ends."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, disable=progress_bars())
 
 
 def markdown_table(header: list[str], rows: list[list[str]], numeric_from: int | None = None) -> str:

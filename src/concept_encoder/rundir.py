@@ -270,7 +270,7 @@ def write_yaml(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
-from .errors import RunFolderError  # noqa: F401
+from .errors import RunFolderError
 
 
 def read_json(path: Path) -> dict | None:

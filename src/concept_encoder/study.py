@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .analysis.gates import SCALE_NOTE
 from .analysis.k_sweep import k_sweep
 from .config import ConfigError, build_section, load_experiment, read_yaml_mapping
 from .data import resolve_data_dir
 from .data.tasks import TASKS, get_task, resolve_tasks
-from .evaluation.finetune import zero_shot_tasks
+from .evaluation.finetune import load_settings, zero_shot_tasks
 from .experiment import run_experiment
 from .registry.collect import read_run, run_metrics
 from .registry.report import verdicts_for
@@ -48,6 +49,8 @@ class StudyConfig:
     k_sweep_contender: str | None = None  # a weight-shared contender to evaluate at several K
     k_sweep_ks: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 12])
     k_sweep_tasks: list[str] = field(default_factory=lambda: ["stsb", "sick-r"])
+    k_sweep_finetune_tasks: list[str] = field(default_factory=list)  # also fine-tuned at every K, by the contender's
+    # evaluation settings and seeds
     reference: str | None = None  # an uncompressed HF encoder: zero-shot STS beside the contenders
     reference_tasks: list[str] = field(default_factory=lambda: ["stsb", "sick-r"])
 
@@ -108,14 +111,32 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
             run_experiment(None if run_dir else config, data_dir=data_dir, output_root=output / name,
                            resume=run_dir, registry_path=registry, cache_dir=output / ".cache")
         sweep_run = contender_run(output, study.k_sweep_contender) if study.k_sweep_contender else None
-        if sweep_run and not (sweep_run / K_SWEEP_RESULTS).exists() and (sweep_run / MODEL_DIR).exists():
-            k_sweep(sweep_run, study.k_sweep_ks, [get_task(t) for t in resolve_tasks(study.k_sweep_tasks)], data_path)
+        if sweep_run and (sweep_run / MODEL_DIR).exists() and _sweep_missing(sweep_run, study):
+            k_sweep(sweep_run, study.k_sweep_ks, [get_task(t) for t in resolve_tasks(study.k_sweep_tasks)], data_path,
+                    **_sweep_finetuning(study))
         reference = output / "reference" / "results.json"
         if study.reference and not reference.exists():
             zero_shot_tasks(study.reference, [get_task(t) for t in resolve_tasks(study.reference_tasks)], data_path,
                             reference.parent)
     write_results(study, Path(path))
     return Path(study.results_file)
+
+
+def _sweep_missing(run_dir: Path, study: StudyConfig) -> bool:
+    """Whether the K sweep has still to run: no results, or none of the fine-tuned tasks the study asks for."""
+    sweep = read_json(run_dir / K_SWEEP_RESULTS)
+    return sweep is None or set(study.k_sweep_finetune_tasks) - set(sweep.get("finetuned", {}))
+
+
+def _sweep_finetuning(study: StudyConfig) -> dict:
+    """The K sweep's fine-tuning: the recursive contender's own evaluation settings file and seeds."""
+    if not study.k_sweep_finetune_tasks:
+        return {}
+    evaluation = load_experiment(study.contenders[study.k_sweep_contender]).evaluation
+    names = resolve_tasks(study.k_sweep_finetune_tasks)
+    settings = load_settings(evaluation.settings, names, learning_rate=evaluation.learning_rate,
+                             num_train_epochs=evaluation.num_train_epochs, head=evaluation.head)
+    return {"finetune": [(get_task(name), settings[name]) for name in names], "seeds": evaluation.seeds}
 
 
 def check_study(path: str | Path) -> tuple[list[str], list[str]]:
@@ -255,13 +276,22 @@ def study_tables(study: StudyConfig, source: Path) -> str:
             out += ["", f"### Recursive K sweep ({study.k_sweep_contender}, trained at K = {sweep['trained_k']})", "",
                     markdown_table(["task", *(f"K={k}" for k in ks)],
                                    [[f"{task} zero-shot Spearman", *(f"{points[k] * 100:.1f}" for k in ks)]
-                                    for task, points in sweep["by_task"].items()])]
+                                    for task, points in sweep["by_task"].items()]
+                                   + [[f"{task} fine-tuned {metric.replace('heldout_', 'held-out ')}",
+                                       *(f"{by_k[k][metric] * 100:.1f}" for k in ks)]
+                                      for task, by_k in sweep.get("finetuned", {}).items()
+                                      for metric in next(iter(by_k.values()))])]
+            if sweep.get("finetuned"):
+                out += ["", f"_Fine-tuned at each K with the contender's evaluation settings, seeds "
+                            f"{sweep['finetune_seeds']} (mean): the model runs K steps while it fine-tunes and "
+                            "while it is scored._"]
 
     verdicts = {name: {v.gate.id: v for v in row_verdicts} for name, _, _, _, row_verdicts in rows}
     gate_ids = list(dict.fromkeys(g for by_id in verdicts.values() for g in by_id))  # every gate any row has
-    table = [[name, *("–" if by_id.get(g) is None or by_id[g].value is None else f"{by_id[g].verdict} ({by_id[g].value:.3g})"
+    table = [[name, *("–" if by_id.get(g) is None or by_id[g].value is None else f"{by_id[g].verdict} ({by_id[g].shown})"
                       for g in gate_ids)] for name, by_id in verdicts.items()]
-    out += ["", "### Decision gates (verdict and the value it read)", "", markdown_table(["contender", *gate_ids], table)]
+    out += ["", "### Decision gates (verdict and the value it read)", "", markdown_table(["contender", *gate_ids], table),
+            "", f"_{SCALE_NOTE}_"]
     return "\n".join(out) + "\n"
 
 

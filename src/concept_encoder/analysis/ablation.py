@@ -27,6 +27,7 @@ import torch
 from ..modeling.diffusion import text_positions
 from ..modeling.embeddings import default_positions
 from ..modeling.modeling_concept_encoder import IGNORE_INDEX
+from ..reporting import progress
 
 ABLATIONS = ("own", "shuffled", "zeroed")
 
@@ -54,7 +55,7 @@ def fit_constant_concepts(model, batches: list[dict[str, torch.Tensor]], start: 
         p.requires_grad_(False)
     try:
         with torch.enable_grad():
-            for step in range(steps):
+            for step in progress(range(steps), "fit the no-concept floor", unit="step"):
                 batch = batches[step % len(batches)]
                 loss = _decoder_loss(model, constant.expand(batch["input_ids"].shape[0], -1, -1), batch)
                 optimiser.zero_grad()

@@ -40,6 +40,9 @@ class Gate:
     compares: bool = False  # the metric is a difference of two measurements (a gain): its noise is required
 
 
+SCORE_STAGES = ("finetune", "zero_shot", "mteb")  # metrics read from benchmark results: fractions, shown x 100
+
+
 @dataclass(frozen=True)
 class Verdict:
     gate: Gate
@@ -47,6 +50,16 @@ class Verdict:
     verdict: str  # pass | partial | fail | not measured
     next: str
     change: tuple[str, ...] = ()  # the rule's config change (`--set` overrides), if its advice is one
+
+    @property
+    def shown(self) -> str:
+        """The value as a user reads it: a benchmark score x 100 (as every results table shows it), any other
+        measure (a rank fraction, a cosine, a gain in nats) as it is; – when unmeasured."""
+        if self.value is None:
+            return "–"
+        if self.gate.metric.split(".")[0] in SCORE_STAGES:
+            return f"{100 * self.value:.1f}"
+        return f"{self.value:.3g}"
 
     def as_dict(self) -> dict:
         return {"gate": self.gate.id, "name": self.gate.name, "metric": self.gate.metric, "value": self.value,
@@ -144,9 +157,11 @@ def format_verdicts(verdicts: list[Verdict], markdown: bool = True) -> str:
     if markdown:
         lines = ["| gate | metric | value | verdict | next step |", "|---|---|---|---|---|"]
         for v in verdicts:
-            value = "–" if v.value is None else f"{v.value:.3f}"
             change = "".join(f" `--set {item}`" for item in v.change)
-            lines.append(f"| {v.gate.name} | `{v.gate.metric}` | {value} | **{v.verdict}** | {v.next}{change} |")
-        return "\n".join(lines)
-    return "\n".join(f"{v.verdict:>12}  {v.gate.name}: {'–' if v.value is None else f'{v.value:.3f}'} -> {v.next}"
-                     for v in verdicts)
+            lines.append(f"| {v.gate.name} | `{v.gate.metric}` | {v.shown} | **{v.verdict}** | {v.next}{change} |")
+        return "\n".join(lines + ["", SCALE_NOTE])
+    return "\n".join([f"{v.verdict:>12}  {v.gate.name}: {v.shown} -> {v.next}" for v in verdicts] + [SCALE_NOTE])
+
+
+SCALE_NOTE = ("(benchmark scores x 100, as in every results table; ranks as fractions of min(C, H), cosines as they "
+              "are, gains in nats per token)")

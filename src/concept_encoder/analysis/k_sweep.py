@@ -3,27 +3,39 @@
 `concept-encoder k-sweep RUN --ks 2 4 6 8 12 --tasks stsb sick-r` runs zero-shot STS at every K (the
 trained weights are the same; only the number of applications of the shared layer changes), writes
 `analysis/k_sweep.json` and `analysis/k_sweep.png`, and the gain of K = 12 over K = 6 that the plan's
-Gate 3 reads (`analysis.k_sweep_gain_12_over_6`).
+Gate 3 reads (`analysis.k_sweep_gain_12_over_6`). With `--finetune stsb`, each K is also fine-tuned and reported
+by the evaluation protocol (`evaluation.finetune`: selection split, seeds, held-out split): the model runs at K
+while it fine-tunes and while it is scored, so the column says what a user gets who fine-tunes at that K.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import statistics
+import tempfile
 from pathlib import Path
 
 from ..data.tasks import Task, TaskError
+from ..evaluation.finetune import FinetuneSettings, check_evaluation, finetune_task
 from ..evaluation.zero_shot import load_encoder, require_similarity_tasks, zero_shot_task
-from ..rundir import ANALYSIS_DIR, locate, write_json
+from ..rundir import ANALYSIS_DIR, locate, tokenizer_folder, write_json
 from . import plots
 
 
 def k_sweep(path: str | Path, ks: list[int], tasks: list[Task], data_dir: Path | None, split: str = "validation",
-            pooling: str = "mean") -> dict:
-    """Zero-shot Spearman of every task at every K; the headline is their mean per K."""
+            pooling: str = "mean", finetune: list[tuple[Task, FinetuneSettings]] = (),
+            seeds: list[int] = (1,)) -> dict:
+    """Zero-shot Spearman of every task at every K; the headline is their mean per K. `finetune` (task ->
+    settings): each such task also fine-tuned and reported at every K (`finetuned[task][K]`: the mean over
+    `seeds` of its headline metric, and the held-out split's where the task has one)."""
     run_dir, model_dir = locate(path)
     require_similarity_tasks(tasks)
     if not ks or min(ks) < 1:
         raise TaskError(f"--ks {ks}: iteration counts must be positive")
+    for task, settings in finetune:  # every task's files before the first K is scored
+        check_evaluation(task, settings, data_dir)
     model, tokenizer = load_encoder(model_dir, pooling)
     if not getattr(model.config, "weight_sharing", False):
         raise TaskError(f"{model_dir}: not a weight-shared (recursive) concept encoder; K cannot change")
@@ -45,5 +57,40 @@ def k_sweep(path: str | Path, ks: list[int], tasks: list[Task], data_dir: Path |
     }
     if 6 in points and 12 in points:
         record["gain_12_over_6"] = points[12] - points[6]
+    if finetune:
+        record["finetuned"] = {task.name: {} for task, _ in finetune}
+        record["finetune_seeds"] = list(seeds)
+        for k in sorted(set(ks)):
+            with _model_at(model_dir, k) as folder:
+                for task, settings in finetune:
+                    result = finetune_task(folder, task, data_dir, folder / "work", list(seeds), settings)
+                    record["finetuned"][task.name][k] = {name: value["mean"] for name, value in result["summary"].items()
+                                                         if name in (task.metrics[0], f"heldout_{task.metrics[0]}")}
+            write_json(output / "k_sweep.json", record)  # after every K: a long sweep keeps what it measured
     write_json(output / "k_sweep.json", record)
     return record
+
+
+class _model_at:
+    """A temporary model folder that runs the shared layer `k` times: the weights and tokenizer linked (copied
+    where links fail), config.json with `num_iterations: k`; removed on exit."""
+
+    def __init__(self, model_dir: Path, k: int):
+        self.model_dir, self.k = Path(model_dir), k
+
+    def __enter__(self) -> Path:
+        self.folder = Path(tempfile.mkdtemp(prefix=f"k{self.k}_", dir=self.model_dir.parent))
+        for source in [*self.model_dir.iterdir(), *Path(tokenizer_folder(self.model_dir)).iterdir()]:
+            target = self.folder / source.name
+            if source.is_file() and source.name != "config.json" and not target.exists():
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copy2(source, target)
+        config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
+        (self.folder / "config.json").write_text(json.dumps({**config, "num_iterations": self.k}, indent=2),
+                                                 encoding="utf-8")
+        return self.folder
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

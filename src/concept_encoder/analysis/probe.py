@@ -9,6 +9,7 @@ import torch
 
 from ..data.blocks import document_hash
 from ..data.corpus import CorpusError, load_corpus, stream_corpus
+from ..reporting import progress
 from .diagnostics import attention_usage, concept_diagnostics, summarise_usage
 
 
@@ -90,4 +91,4 @@ def probe(model, tokenizer, texts: list[str], max_length: int, batch_size: int =
                               max_length=max_length, return_tensors="pt")
             yield batch["input_ids"], batch["attention_mask"]
 
-    return probe_batches(model, batches())
+    return probe_batches(model, progress(batches(), "probe", total=-(-len(texts) // batch_size)))

@@ -20,7 +20,7 @@ from pathlib import Path
 KINDS = ("single", "pair", "sts")
 
 
-from ..errors import TaskError  # noqa: F401
+from ..errors import TaskError
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
                   "mask_token": "[MASK]"}
 
 
-from ..errors import TokenizerError  # noqa: F401
+from ..errors import TokenizerError
 
 
 def model_source(path: str | Path) -> str:

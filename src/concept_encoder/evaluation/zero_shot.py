@@ -10,7 +10,15 @@ import numpy as np
 import torch.nn.functional as F
 
 from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split
-from ..inference.encoder import POOLINGS, EncoderError, encode, encode_concepts, load_encoder, model_source, model_tokenizer
+from ..inference.encoder import (
+    POOLINGS,
+    EncoderError,
+    encode,
+    encode_concepts,
+    load_encoder,
+    model_source,
+    model_tokenizer,
+)
 from ..inference.scoring import late_interaction
 from ..reporting import markdown_table
 from ..rundir import code_version

@@ -20,10 +20,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from ..data.tasks import TaskError
 from ..data.tokenizer import model_source, special_tokens_around
 from ..modeling import ConceptEncoderForSentencePairClassification
+from ..modeling.heads import POOLINGS
+from ..reporting import progress
 from ..rundir import tokenizer_folder
 from .static import StaticEncoder, is_static_folder
-
-POOLINGS = ("mean", "weighted", "decoder")
 
 
 class EncoderError(TaskError):
@@ -124,16 +124,16 @@ def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_length:
     """Pooled vectors [len(texts), H] in the order of `texts`, L2-normalised unless `normalize=False`."""
     if isinstance(model, StaticEncoder):  # reads the whole text: a static model has no length limit
         return model.encode(texts, normalize=normalize)
-    pooled = lambda batch: pool(model, batch["input_ids"], batch["attention_mask"]).float()  # noqa: E731
-    return _in_order(model, tokenizer, texts, batch_size, max_length, pooled, normalize)
+    pooled = lambda batch: pool(model, batch["input_ids"], batch["attention_mask"]).float()
+    return _in_order(model, tokenizer, texts, batch_size, max_length, pooled, normalize, "encode")
 
 
 def _in_order(model, tokenizer, texts: list[str], batch_size: int, max_length: int | None, compute,
-              normalize: bool) -> torch.Tensor:
+              normalize: bool, desc: str) -> torch.Tensor:
     """`compute(batch)` over length-sorted batches of `texts`, put back in the order of `texts` [len(texts), ...],
     L2-normalised along the last dimension unless `normalize=False`."""
     vectors: torch.Tensor | None = None
-    for rows in length_sorted_batches(texts, batch_size):
+    for rows in progress(length_sorted_batches(texts, batch_size), desc):
         batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                           max_length=max_tokens(model, max_length), return_tensors="pt")
         out = compute(batch)
@@ -148,8 +148,8 @@ def encode_concepts(model, tokenizer, texts: list[str], batch_size: int = 64, ma
                     normalize: bool = True) -> torch.Tensor:
     """Concepts [len(texts), C, H] in the order of `texts`, each concept L2-normalised unless `normalize=False`
     (what `inference.scoring.late_interaction` compares)."""
-    states = lambda batch: concept_states(model, batch["input_ids"], batch["attention_mask"]).float()  # noqa: E731
-    return _in_order(model, tokenizer, texts, batch_size, max_length, states, normalize)
+    states = lambda batch: concept_states(model, batch["input_ids"], batch["attention_mask"]).float()
+    return _in_order(model, tokenizer, texts, batch_size, max_length, states, normalize, "encode concepts")
 
 
 @torch.no_grad()
@@ -174,7 +174,7 @@ def encode_chunked(model, tokenizer, texts: list[str], chunk_tokens: int = 256, 
             owner.append(row)
             weight.append(max(len(piece), 1))  # an empty text still gets its one (special-tokens-only) chunk
     vectors: torch.Tensor | None = None
-    for rows in length_sorted_batches(chunks, batch_size):
+    for rows in progress(length_sorted_batches(chunks, batch_size), "encode chunks"):
         batch = tokenizer.pad({"input_ids": [chunks[i] for i in rows]}, return_tensors="pt")
         pooled = F.normalize(pool(model, batch["input_ids"], batch["attention_mask"]).float(), dim=-1)
         if vectors is None:

@@ -26,6 +26,8 @@ from .dropout import Dropout
 from .embeddings import default_positions
 from .modeling_concept_encoder import ConceptEncoderModel, ConceptEncoderPreTrainedModel
 
+POOLINGS = ("mean", "weighted", "decoder")  # how a concept encoder's concepts become one vector
+
 
 class WeightedConceptPooling(nn.Module):
     """[B, C, H] -> [B, H]: a learned, input-dependent softmax weighting of the concepts."""

@@ -79,7 +79,7 @@ ON CONFLICT (run_id, name) DO UPDATE SET path = excluded.path
 _NEWEST_FIRST = "ORDER BY created DESC, rowid DESC"  # rowid breaks ties between runs recorded in the same second
 
 
-from ..errors import RegistryError  # noqa: F401
+from ..errors import RegistryError
 
 
 def default_registry_path(output_root: str | Path = DEFAULT_OUTPUT_ROOT) -> Path:

@@ -15,6 +15,9 @@ from ..reporting import markdown_table, text_table
 
 MISSING = "–"
 STAGE_ORDER = ("pretrain", "analysis", "finetune", "zero_shot", "baseline")
+# Stages whose metrics are benchmark scores: stored as fractions, shown x 100 as in every results table
+SCORE_STAGES = ("finetune", "zero_shot", "baseline", "mteb")
+SCALE_NOTE = "scores of finetune, zero_shot, baseline and mteb x 100"
 # Which way is better, by a substring of the key. Counts and costs have no better side: more steps or a longer
 # wall clock is neither a win nor a loss. Collapse signs (similar or dominant concepts, dead dimensions) go down.
 UNDIRECTED = ("tokens_seen", "global_step", "wall_clock", "num_samples", "num_concepts", "hidden_size",
@@ -75,6 +78,14 @@ def _short(value: float | None) -> str:
     return MISSING if value is None else f"{value:.4g}"
 
 
+def _shown(stage: str, metric: dict | None) -> dict | None:
+    """A stored metric on the scale a user reads: a score stage's fractions x 100."""
+    if metric is None or stage not in SCORE_STAGES:
+        return metric
+    scale = lambda v: None if v is None else 100 * v
+    return {**metric, "value": scale(metric["value"]), "std": scale(metric.get("std"))}
+
+
 # -- layout --------------------------------------------------------------------------------------------------
 
 
@@ -88,7 +99,7 @@ def _metric_names(*runs: dict) -> list[tuple[str, str]]:
 
 
 def _metric(run: dict | None, stage: str, key: str) -> dict | None:
-    return None if run is None else run["metrics"].get(stage, {}).get(key)
+    return None if run is None else _shown(stage, run["metrics"].get(stage, {}).get(key))
 
 
 # -- views ---------------------------------------------------------------------------------------------------
@@ -102,8 +113,9 @@ def format_run_list(rows: list[dict[str, Any]]) -> str:
                       key=lambda name: (_stage_key(name.split(".", 1)[0]), name))
     header = ["run", "created", "status", *headline]
     table = [[row["run_id"], (row["created"] or "")[:19].replace("T", " "), row["status"],
-              *(_short(row.get("headline", {}).get(name)) for name in headline)] for row in rows]
-    return text_table(header, table, numeric_from=3)
+              *(_short((_shown(name.split(".", 1)[0], {"value": row.get("headline", {}).get(name)}) or {})["value"])
+                for name in headline)] for row in rows]
+    return text_table(header, table, numeric_from=3) + f"\n({SCALE_NOTE})"
 
 
 def format_run(run: dict[str, Any]) -> str:
@@ -122,8 +134,9 @@ def format_run(run: dict[str, Any]) -> str:
     for stage in sorted(run["metrics"], key=_stage_key):
         keys = run["metrics"][stage]
         width = max(map(len, keys))
-        lines.append(f"  {stage}")
+        lines.append(f"  {stage}" + (" (x 100)" if stage in SCORE_STAGES else ""))
         for key, metric in sorted(keys.items()):
+            metric = _shown(stage, metric)
             std = "" if metric["std"] is None else f" ± {metric['std']:.2g}"
             value = "nan" if metric["value"] is None else f"{metric['value']:.4g}"
             lines.append(f"    {key:<{width}}  {value}{std}")
@@ -154,4 +167,4 @@ def format_compare(a: dict[str, Any], b: dict[str, Any], baseline: dict[str, Any
     if not rows:
         return f"{names}\n\nneither run has metrics recorded yet"
     table = markdown_table(header, rows, 2) if markdown else text_table(header, rows, 2)
-    return f"{names}\n\n{table}"
+    return f"{names} ({SCALE_NOTE})\n\n{table}"

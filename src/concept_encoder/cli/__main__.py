@@ -1,0 +1,7 @@
+"""`python -m concept_encoder.cli` (torchrun and accelerate launch the verbs this way)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
