@@ -76,17 +76,28 @@ def test_mteb_runs_no_code_of_a_foreign_folder_without_consent(tmp_path, capsys)
     assert "--trust-remote-code" in capsys.readouterr().err and not canary.exists()
 
 
-def test_an_own_export_is_recognised_and_a_tampered_one_is_not(tmp_path, tiny_model_dir):
+def test_an_own_export_runs_none_of_its_folders_code_and_a_foreign_layout_is_refused(tmp_path, tiny_model_dir):
+    """mteb trusted an own export by a marker file; the folder now carries code, so a marker beside edited code
+    or an extra module would have run it. An own export is built from the installed classes instead: its .py
+    files, edited to write a canary, never run; a folder with another module list is not an own export."""
+    import json
+
+    from concept_encoder.evaluation.mteb_runner import mteb_model
     from concept_encoder.inference.sentence_transformers import is_own_export
 
     out = tmp_path / "st"
     assert main(["export", str(tiny_model_dir), "--to", str(out)]) == 0
     assert is_own_export(out)
-    (out / "extra.py").write_text("raise SystemExit\n")
+    canary = tmp_path / "canary.txt"
+    for code in out.glob("*.py"):
+        code.write_text(f"open({str(canary)!r}, 'w').write('ran')\n" + code.read_text())
+    vectors = mteb_model(out).encode(["a sentence", "another one"])
+    assert vectors.shape == (2, 64) and not canary.exists()
+    modules = json.loads((out / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "sub", "type": "sentence_transformers.base.modules.Dense"})
+    (out / "modules.json").write_text(json.dumps(modules))
     assert not is_own_export(out)
-    (out / "extra.py").unlink()
-    shipped = out / "sentence_transformers_modules.py"
-    shipped.write_text(shipped.read_text() + "\nimport os\n")  # an edited copy of the shipped code
+    (out / "modules.json").write_text(json.dumps([{"path": "", "type": 7}]))
     assert not is_own_export(out)
 
 
@@ -395,10 +406,12 @@ def _on_a_terminal(args: list[str], tmp_path: Path) -> str:
     """What a verb writes to a terminal (stdout and stderr on a pseudo-terminal), as a user sees it."""
     import fcntl
     import pty
+    import select
     import struct
     import subprocess
     import sys
     import termios
+    import time
 
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
@@ -406,8 +419,10 @@ def _on_a_terminal(args: list[str], tmp_path: Path) -> str:
     process = subprocess.Popen([sys.executable, "-m", "concept_encoder.cli", *args], stdout=follower,
                                stderr=follower, cwd=tmp_path, env=env)
     os.close(follower)
-    chunks = []
-    while True:
+    chunks, deadline = [], time.monotonic() + 600
+    while time.monotonic() < deadline:  # a hung verb fails the test instead of hanging it
+        if not select.select([leader], [], [], 5)[0]:
+            continue
         try:
             chunk = os.read(leader, 65536)
         except OSError:  # the terminal closed: the process ended
@@ -415,7 +430,7 @@ def _on_a_terminal(args: list[str], tmp_path: Path) -> str:
         if not chunk:
             break
         chunks.append(chunk)
-    assert process.wait(timeout=600) == 0, b"".join(chunks)[-2000:]
+    assert process.wait(timeout=30) == 0, b"".join(chunks)[-2000:]
     os.close(leader)
     return b"".join(chunks).decode("utf-8", "replace")
 

@@ -213,9 +213,9 @@ def test_compare_table_deltas_and_marks():
         "| analysis | dead_dimensions | 0 | 3 | +3 ✗ | – | – |",
         "| analysis | participation_ratio | 12.30 | 13.70 | +1.40 ✓ | – | – |",
         "| analysis | similarity_abs_mean | 0.30 | 0.35 | +0.05 ✗ | – | – |",
-        "| finetune | mnli.accuracy | – | 70 | – | 72 | −2 ✗ |",  # scores x 100, as in every table
+        "| finetune | mnli.accuracy | – | 70.00 | – | 72.00 | −2.00 ✗ |",  # scores x 100, as in every table
         "| finetune | mrpc.f1 | 80.12 | 80.54 | +0.42 ✓ | – | – |",
-        "| finetune | stsb.spearman | 60 ± 1 | 65 ± 2 | +5 ✓ | 50 | +15 ✓ |",
+        "| finetune | stsb.spearman | 60.00 ± 1.00 | 65.00 ± 2.00 | +5.00 ✓ | 50.00 | +15.00 ✓ |",
     ]
     plain = format_compare(a, b, markdown=False).splitlines()
     assert plain[2].split() == ["stage", "metric", "A", "B", "Δ", "(B−A)"]

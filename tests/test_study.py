@@ -121,3 +121,37 @@ def test_a_contender_whose_config_changed_since_its_run_is_refused(tmp_path, cap
     (run_dir / "experiment.yaml").write_text(contender.read_text().replace("learning_rate: 0.002", "learning_rate: 0.001"))
     assert main(["study", str(study)]) == 2
     assert "contender mlm changed since" in capsys.readouterr().err
+
+
+def test_a_partial_or_differently_made_k_sweep_is_run_again(tmp_path):
+    """A sweep that stopped after its first K, or one made with other seeds or settings (a hand-run
+    `k-sweep --finetune ... --max-train-examples 96`), used to count as done, and the table then failed on the
+    missing K."""
+    import copy
+
+    from concept_encoder.analysis.k_sweep import sweep_settings
+    from concept_encoder.data.tasks import get_task
+    from concept_encoder.evaluation.finetune import FinetuneSettings
+    from concept_encoder.rundir import K_SWEEP_RESULTS
+    from concept_encoder.study import StudyConfig, _sweep_missing
+
+    study = StudyConfig(name="s", token_budget=1, contenders={"r": "r.yaml"}, k_sweep_contender="r",
+                        k_sweep_ks=[2, 4], k_sweep_finetune_tasks=["stsb"])
+    finetuning = {"finetune": [(get_task("stsb"), FinetuneSettings(head="pair_cosine"))], "seeds": [1]}
+    scores = {"spearman": 0.5, "heldout_spearman": 0.4}
+    done = {"points": {"2": 0.1, "4": 0.2}, "finetuned": {"stsb": {"2": scores, "4": scores}},
+            "finetune_seeds": [1], "finetune_settings": sweep_settings(finetuning["finetune"])}
+    (tmp_path / K_SWEEP_RESULTS).parent.mkdir(parents=True)
+
+    def missing(record: dict, wanted: dict = finetuning) -> bool:
+        (tmp_path / K_SWEEP_RESULTS).write_text(json.dumps(record))
+        return _sweep_missing(tmp_path, study, wanted)
+
+    assert not missing(done) and not missing(done, {})
+    partial = copy.deepcopy(done)
+    del partial["finetuned"]["stsb"]["4"]
+    other_settings = copy.deepcopy(done)
+    other_settings["finetune_settings"]["stsb"]["max_train_examples"] = 96
+    zero_shot_only = {"points": done["points"]}
+    for stale in (partial, other_settings, {**done, "finetune_seeds": [1, 2]}, zero_shot_only):
+        assert missing(stale)

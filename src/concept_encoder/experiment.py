@@ -34,6 +34,14 @@ from .rundir import (
 from .training import pretrain
 
 
+def finetune_settings(evaluation, names: list[str]) -> dict:
+    """Each task's fine-tuning settings as an experiment's `evaluation` section makes them: its settings file,
+    then the section's overrides (the one place they are put together: the experiment and a study's K sweep)."""
+    return load_settings(evaluation.settings, names, learning_rate=evaluation.learning_rate,
+                         num_train_epochs=evaluation.num_train_epochs, max_train_examples=evaluation.max_train_examples,
+                         max_eval_examples=evaluation.max_eval_examples, head=evaluation.head)
+
+
 def run_experiment(
     config_path: str | Path | None = None,
     overrides: list[str] = (),
@@ -57,9 +65,7 @@ def run_experiment(
         experiment = load_experiment(config_path, overrides)
     ev = experiment.evaluation
     finetune_names = resolve_tasks(ev.finetune_tasks)
-    settings = load_settings(ev.settings, finetune_names, learning_rate=ev.learning_rate,
-                             num_train_epochs=ev.num_train_epochs, max_train_examples=ev.max_train_examples,
-                             max_eval_examples=ev.max_eval_examples, head=ev.head)
+    settings = finetune_settings(ev, finetune_names)
     load_gates(experiment.analysis.gates)
     data_path = resolve_data_dir(data_dir, required=False)
     for name in finetune_names:  # a task file or head that cannot work fails now, not after pretraining

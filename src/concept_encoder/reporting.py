@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 
 QUIET_ENV_VAR = "CONCEPT_ENCODER_QUIET"  # set (the verbs' --quiet does): no progress bars at all
+# Stages whose metrics are benchmark scores: stored as fractions (what the gates' bounds read), shown x 100 as in
+# every results table
+SCORE_STAGES = ("finetune", "zero_shot", "baseline", "mteb")
 
 
 def progress_bars() -> bool | None:

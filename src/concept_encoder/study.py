@@ -14,18 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analysis.gates import SCALE_NOTE
-from .analysis.k_sweep import k_sweep
+from .analysis.k_sweep import k_sweep, sweep_settings
 from .config import ConfigError, build_section, load_experiment, read_yaml_mapping
 from .data import resolve_data_dir
 from .data.tasks import TASKS, get_task, resolve_tasks
-from .evaluation.finetune import load_settings, zero_shot_tasks
-from .experiment import run_experiment
+from .evaluation.finetune import zero_shot_tasks
+from .experiment import finetune_settings, run_experiment
 from .registry.collect import read_run, run_metrics
 from .registry.report import verdicts_for
 from .reporting import markdown_table, with_section
 from .rundir import (
     EXPERIMENT_FILE,
-    K_SWEEP_RESULTS,
     MODEL_DIR,
     PROVENANCE_FILE,
     changed_modules,
@@ -63,6 +62,10 @@ class StudyConfig:
                 raise ValueError(f"contenders: {problem} (each contender's runs go in a folder of that name)")
         if self.k_sweep_contender is not None and self.k_sweep_contender not in self.contenders:
             raise ValueError(f"k_sweep_contender: {self.k_sweep_contender!r} is not a contender")
+        if self.k_sweep_finetune_tasks and self.k_sweep_contender is None:
+            raise ValueError("k_sweep_finetune_tasks: needs a k_sweep_contender")
+        for name in (*self.k_sweep_tasks, *self.k_sweep_finetune_tasks):
+            resolve_tasks([name])  # an unknown task fails now, not after the contenders have trained
         if self.token_budget <= 0:
             raise ValueError("token_budget: must be positive")
 
@@ -111,9 +114,10 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
             run_experiment(None if run_dir else config, data_dir=data_dir, output_root=output / name,
                            resume=run_dir, registry_path=registry, cache_dir=output / ".cache")
         sweep_run = contender_run(output, study.k_sweep_contender) if study.k_sweep_contender else None
-        if sweep_run and (sweep_run / MODEL_DIR).exists() and _sweep_missing(sweep_run, study):
+        finetuning = _sweep_finetuning(study)
+        if sweep_run and (sweep_run / MODEL_DIR).exists() and _sweep_missing(sweep_run, study, finetuning):
             k_sweep(sweep_run, study.k_sweep_ks, [get_task(t) for t in resolve_tasks(study.k_sweep_tasks)], data_path,
-                    **_sweep_finetuning(study))
+                    **finetuning)
         reference = output / "reference" / "results.json"
         if study.reference and not reference.exists():
             zero_shot_tasks(study.reference, [get_task(t) for t in resolve_tasks(study.reference_tasks)], data_path,
@@ -122,20 +126,28 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
     return Path(study.results_file)
 
 
-def _sweep_missing(run_dir: Path, study: StudyConfig) -> bool:
-    """Whether the K sweep has still to run: no results, or none of the fine-tuned tasks the study asks for."""
-    sweep = read_json(run_dir / K_SWEEP_RESULTS)
-    return sweep is None or set(study.k_sweep_finetune_tasks) - set(sweep.get("finetuned", {}))
+def _sweep_missing(run_dir: Path, study: StudyConfig, finetuning: dict) -> bool:
+    """Whether the K sweep has still to run (again): no results, a K missing, or fine-tuned rows the study asks
+    for that are missing, partial (a sweep that stopped), or made with other settings or seeds."""
+    sweep = read_run(run_dir).k_sweep
+    ks = {str(k) for k in study.k_sweep_ks}
+    if sweep is None or ks - set(sweep.get("points", {})):
+        return True
+    if not finetuning:
+        return False
+    done = sweep.get("finetuned", {})
+    return (sweep.get("finetune_settings") != sweep_settings(finetuning["finetune"])
+            or sweep.get("finetune_seeds") != list(finetuning["seeds"])
+            or any(ks - set(done.get(task.name, {})) for task, _ in finetuning["finetune"]))
 
 
 def _sweep_finetuning(study: StudyConfig) -> dict:
-    """The K sweep's fine-tuning: the recursive contender's own evaluation settings file and seeds."""
+    """The K sweep's fine-tuning: the recursive contender's own evaluation settings (file and overrides) and seeds."""
     if not study.k_sweep_finetune_tasks:
         return {}
     evaluation = load_experiment(study.contenders[study.k_sweep_contender]).evaluation
     names = resolve_tasks(study.k_sweep_finetune_tasks)
-    settings = load_settings(evaluation.settings, names, learning_rate=evaluation.learning_rate,
-                             num_train_epochs=evaluation.num_train_epochs, head=evaluation.head)
+    settings = finetune_settings(evaluation, names)
     return {"finetune": [(get_task(name), settings[name]) for name in names], "seeds": evaluation.seeds}
 
 
@@ -278,7 +290,8 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                                    [[f"{task} zero-shot Spearman", *(f"{points[k] * 100:.1f}" for k in ks)]
                                     for task, points in sweep["by_task"].items()]
                                    + [[f"{task} fine-tuned {metric.replace('heldout_', 'held-out ')}",
-                                       *(f"{by_k[k][metric] * 100:.1f}" for k in ks)]
+                                       *("–" if metric not in by_k.get(k, {}) else f"{by_k[k][metric] * 100:.1f}"
+                                         for k in ks)]
                                       for task, by_k in sweep.get("finetuned", {}).items()
                                       for metric in next(iter(by_k.values()))])]
             if sweep.get("finetuned"):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import SECTIONS, ConfigError, parse_override, read_yaml_mapping
+from ..reporting import SCORE_STAGES
 
 DEFAULT_GATES = Path(__file__).with_name("gates.yaml")
 VERDICTS = ("pass", "partial", "fail")
@@ -40,7 +41,7 @@ class Gate:
     compares: bool = False  # the metric is a difference of two measurements (a gain): its noise is required
 
 
-SCORE_STAGES = ("finetune", "zero_shot", "mteb")  # metrics read from benchmark results: fractions, shown x 100
+SCORE_DIFFERENCES = ("analysis.k_sweep_gain_12_over_6",)  # a difference of two Spearmans: shown x 100 too
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Verdict:
         measure (a rank fraction, a cosine, a gain in nats) as it is; – when unmeasured."""
         if self.value is None:
             return "–"
-        if self.gate.metric.split(".")[0] in SCORE_STAGES:
+        if self.gate.metric.split(".")[0] in SCORE_STAGES or self.gate.metric in SCORE_DIFFERENCES:
             return f"{100 * self.value:.1f}"
         return f"{self.value:.3g}"
 
@@ -163,5 +164,5 @@ def format_verdicts(verdicts: list[Verdict], markdown: bool = True) -> str:
     return "\n".join([f"{v.verdict:>12}  {v.gate.name}: {v.shown} -> {v.next}" for v in verdicts] + [SCALE_NOTE])
 
 
-SCALE_NOTE = ("(benchmark scores x 100, as in every results table; ranks as fractions of min(C, H), cosines as they "
-              "are, gains in nats per token)")
+SCALE_NOTE = ("(benchmark scores and the K sweep's gain x 100, as in every results table; ranks as fractions of "
+              "min(C, H), cosines as they are, the concept ablation's gain in nats per token)")

@@ -15,6 +15,7 @@ import os
 import shutil
 import statistics
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from ..data.tasks import Task, TaskError
@@ -60,26 +61,35 @@ def k_sweep(path: str | Path, ks: list[int], tasks: list[Task], data_dir: Path |
     if finetune:
         record["finetuned"] = {task.name: {} for task, _ in finetune}
         record["finetune_seeds"] = list(seeds)
+        record["finetune_settings"] = sweep_settings(finetune)
         for k in sorted(set(ks)):
             with _model_at(model_dir, k) as folder:
                 for task, settings in finetune:
                     result = finetune_task(folder, task, data_dir, folder / "work", list(seeds), settings)
-                    record["finetuned"][task.name][k] = {name: value["mean"] for name, value in result["summary"].items()
-                                                         if name in (task.metrics[0], f"heldout_{task.metrics[0]}")}
+                    summary = result["summary"]  # the headline metric, then its held-out twin where there is one
+                    record["finetuned"][task.name][k] = {name: summary[name]["mean"] for name in
+                                                         (task.metrics[0], f"heldout_{task.metrics[0]}") if name in summary}
             write_json(output / "k_sweep.json", record)  # after every K: a long sweep keeps what it measured
     write_json(output / "k_sweep.json", record)
     return record
 
 
+def sweep_settings(finetune: list[tuple[Task, FinetuneSettings]]) -> dict:
+    """{task: its settings} as k_sweep.json records them (so a study can tell a sweep made otherwise)."""
+    return json.loads(json.dumps({task.name: asdict(settings) for task, settings in finetune}))
+
+
 class _model_at:
-    """A temporary model folder that runs the shared layer `k` times: the weights and tokenizer linked (copied
-    where links fail), config.json with `num_iterations: k`; removed on exit."""
+    """A temporary model folder (in the system's temp folder) that runs the shared layer `k` times: the weights
+    and tokenizer linked (copied where links fail), config.json with `num_iterations: k`; removed on exit. The
+    pretraining-only TRM schedule (deep supervision segments, no-grad iterations: ignored outside pretraining)
+    is reset, since its values need not divide another K."""
 
     def __init__(self, model_dir: Path, k: int):
         self.model_dir, self.k = Path(model_dir), k
 
     def __enter__(self) -> Path:
-        self.folder = Path(tempfile.mkdtemp(prefix=f"k{self.k}_", dir=self.model_dir.parent))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"concept_encoder_k{self.k}_"))
         for source in [*self.model_dir.iterdir(), *Path(tokenizer_folder(self.model_dir)).iterdir()]:
             target = self.folder / source.name
             if source.is_file() and source.name != "config.json" and not target.exists():
@@ -88,8 +98,8 @@ class _model_at:
                 except OSError:
                     shutil.copy2(source, target)
         config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
-        (self.folder / "config.json").write_text(json.dumps({**config, "num_iterations": self.k}, indent=2),
-                                                 encoding="utf-8")
+        config |= {"num_iterations": self.k, "deep_supervision_segments": 1, "recursion_no_grad_iterations": 0}
+        (self.folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         return self.folder
 
     def __exit__(self, *exc) -> None:

@@ -15,6 +15,7 @@ import os
 import sys
 
 from ..errors import USER_ERRORS
+from ..reporting import QUIET_ENV_VAR
 from . import build, measure, share
 from .common import HelpFormatter
 from .measure import evaluation_folder  # noqa: F401  (tests and users call it by this name)
@@ -34,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    quiet = os.environ.get(QUIET_ENV_VAR)  # --quiet sets it for this command only
     try:
+        args = build_parser().parse_args(argv)
         return args.run_verb(args)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0
     finally:
+        if quiet is None:
+            os.environ.pop(QUIET_ENV_VAR, None)
+        else:
+            os.environ[QUIET_ENV_VAR] = quiet
         _close_process_group()
 
 

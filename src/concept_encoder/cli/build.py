@@ -133,6 +133,15 @@ def data_mirror(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_options(p: argparse.ArgumentParser, sections: str, resume_help: str) -> None:
+    """A verb that starts a run from a config, or resumes one."""
+    p.add_argument("config", nargs="?", help=f"experiment YAML (sections {sections}); not needed with --resume")
+    add_overrides(p)
+    add_data_dir(p)
+    add_output_root(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help=resume_help)
+
+
 def register(verbs) -> None:
     p = add_verb(verbs, "describe", "build a model from a config; print parameters and shapes",
                  "concept-encoder describe configs/plan/perceiver_mlm_L6.yaml --tokens 512")
@@ -150,23 +159,13 @@ def register(verbs) -> None:
     p = add_verb(verbs, "pretrain", "pretrain a concept encoder from an experiment config",
                  ["concept-encoder pretrain configs/micro/teacher_L6.yaml --set training.max_steps=50",
                   "torchrun --nproc_per_node 4 -m concept_encoder.cli pretrain configs/plan/perceiver_mlm_L6.yaml"])
-    p.add_argument("config", nargs="?", help="experiment YAML (sections model, data, objective, training); "
-                                             "not needed with --resume")
-    add_overrides(p)
-    add_data_dir(p)
-    add_output_root(p)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
+    _add_run_options(p, "model, data, objective, training", "continue a run from its last complete checkpoint")
     p.set_defaults(run_verb=pretrain)
 
     p = add_verb(verbs, "experiment", "pretrain -> analyze -> evaluate -> report -> registry, resumable",
                  ["concept-encoder experiment configs/demo.yaml",
                   "concept-encoder experiment --resume runs/demo_20261206_120000"])
-    p.add_argument("config", nargs="?", help="experiment YAML (sections model, data, objective, training, "
-                                             "analysis, evaluation); not needed with --resume")
-    add_overrides(p)
-    add_data_dir(p)
-    add_output_root(p)
-    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted experiment")
+    _add_run_options(p, "model, data, objective, training, analysis, evaluation", "finish an interrupted experiment")
     add_registry(p)
     p.set_defaults(run_verb=experiment)
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 from pathlib import Path
 
 from ..data import DATA_ENV_VAR
 from ..errors import RegistryError, TaskError
+from ..reporting import QUIET_ENV_VAR
 from ..rundir import DEFAULT_OUTPUT_ROOT, EXPERIMENT_FILE, is_run_folder
 
 REGISTRY_HELP = "CONCEPT_ENCODER_REGISTRY, else runs/registry.sqlite"
@@ -53,6 +55,19 @@ def add_registry(p: argparse.ArgumentParser) -> None:
 
 def add_pooling(p: argparse.ArgumentParser, choices: list[str] = POOLINGS, help: str = "as in zero-shot") -> None:
     p.add_argument("--pooling", default="mean", choices=choices, help=help)
+
+
+class _Quiet(argparse.Action):
+    """--quiet sets CONCEPT_ENCODER_QUIET, the one switch every progress bar reads (`main` restores it after)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[QUIET_ENV_VAR] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action=_Quiet, nargs=0, help="no progress bars (bars show only on a terminal; "
+                                                           "CONCEPT_ENCODER_QUIET=1 does the same)")
 
 
 def add_columns(p: argparse.ArgumentParser) -> None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from ..reporting import QUIET_ENV_VAR
 from ..rundir import DEFAULT_OUTPUT_ROOT, MTEB_RESULTS, check_writable, is_run_folder
 from .common import (
     add_columns,
     add_data_dir,
     add_pooling,
+    add_quiet,
     add_registry,
     add_verb,
+    parse_columns,
     record_stage,
     removed_on_failure,
     tasks_of,
@@ -142,19 +142,20 @@ def k_sweep(args: argparse.Namespace) -> int:
 
     finetune = []
     if args.finetune:
-        from ..data.tasks import get_task
+        from ..data.tasks import get_task, resolve_tasks
         from ..evaluation.finetune import load_settings
 
-        settings = load_settings(args.config, args.finetune, max_train_examples=args.max_train_examples,
+        names = resolve_tasks(args.finetune)
+        settings = load_settings(args.config, names, max_train_examples=args.max_train_examples,
                                  max_eval_examples=args.max_eval_examples)
-        finetune = [(get_task(name), settings[name]) for name in args.finetune]
+        finetune = [(get_task(name, parse_columns(args.columns)), settings[name]) for name in names]
     record = run_sweep(args.run, args.ks, tasks_of(args), resolve_data_dir(args.data_dir, required=False),
                        pooling=args.pooling, finetune=finetune, seeds=args.seeds)
     finetuned = record.get("finetuned", {})
     columns = [f"{task} zero-shot" for task in record["by_task"]] + [
         f"{task} fine-tuned {metric.replace('heldout_', 'held-out ')}" for task, by_k in finetuned.items()
         for metric in next(iter(by_k.values()))]
-    print(f"{'K':>4}{'mean zero-shot':>16}  " + "  ".join(columns) + "   (Spearman x 100)")
+    print(f"{'K':>4}{'mean zero-shot':>16}  " + "  ".join(columns) + "   (x 100)")
     for k, value in record["points"].items():
         cells = [f"{100 * v[k]:.2f}" for v in record["by_task"].values()]
         cells += [f"{100 * score:.2f}" for by_k in finetuned.values() for score in by_k[k].values()]
@@ -212,19 +213,6 @@ def long_context(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action=_Quiet, nargs=0, help="no progress bars (bars show only on a terminal; "
-                                                           "CONCEPT_ENCODER_QUIET=1 does the same)")
-
-
-class _Quiet(argparse.Action):
-    """--quiet sets CONCEPT_ENCODER_QUIET for this process, the one switch every progress bar reads."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        os.environ[QUIET_ENV_VAR] = "1"
-        setattr(namespace, self.dest, True)
-
-
 def register(verbs) -> None:
     p = add_verb(verbs, "zero-shot", "zero-shot STS: cosine of pooled vectors, Spearman x 100, beside TF-IDF",
                  ["concept-encoder zero-shot runs/demo_20261206_120000",
@@ -241,7 +229,7 @@ def register(verbs) -> None:
     add_data_dir(p)
     p.add_argument("--results-file", help="markdown file whose --section is rewritten with the models side by side")
     p.add_argument("--section", default="zero-shot", help="the generated section of --results-file to rewrite")
-    _add_quiet(p)
+    add_quiet(p)
     p.set_defaults(run_verb=zero_shot)
 
     p = add_verb(verbs, "static-student", "distil a teacher into a model2vec static model (a baseline)",
@@ -254,7 +242,7 @@ def register(verbs) -> None:
 
     p = add_verb(verbs, "evaluate", "fine-tune on benchmark tasks; report beside the baselines",
                  ["concept-encoder evaluate runs/demo_20261206_120000 --tasks stsb mrpc --seeds 1 2 3",
-                  "concept-encoder evaluate sentence-transformers/all-MiniLM-L6-v2 --tasks sts-b --mode zero-shot"])
+                  "concept-encoder evaluate sentence-transformers/all-MiniLM-L6-v2 --tasks stsb --mode zero-shot"])
     p.add_argument("model", help="a concept-encoder model folder, or any HF encoder folder or Hub name")
     p.add_argument("--tasks", nargs="+", default=["all"], help="tasks or groups, or user files")
     p.add_argument("--mode", choices=["finetune", "zero-shot"], default="finetune",
@@ -286,7 +274,7 @@ def register(verbs) -> None:
     p.add_argument("--probe-file", help="one text per line (.txt or .gz)")
     p.add_argument("--probe-documents", type=int, help="held-out documents to probe (unset: 128)")
     add_data_dir(p)
-    _add_quiet(p)
+    add_quiet(p)
     p.set_defaults(run_verb=analyze)
 
     p = add_verb(verbs, "k-sweep", "a recursive model's zero-shot STS at several iteration counts K",
@@ -321,7 +309,7 @@ def register(verbs) -> None:
     p.add_argument("--output-dir", help="where results.json goes (unset: RUN/evaluation/mteb for a run folder)")
     add_data_dir(p)
     add_registry(p)
-    _add_quiet(p)
+    add_quiet(p)
     p.set_defaults(run_verb=mteb)
 
     p = add_verb(verbs, "long-context", "long inputs: accuracy and seconds per 1,000 documents as N grows",
@@ -343,5 +331,5 @@ def register(verbs) -> None:
     p.add_argument("--output", help="results JSON")
     p.add_argument("--results-file", help="markdown file whose long-context section is rewritten (docs/results.md)")
     add_data_dir(p, hub_fallback=False)
-    _add_quiet(p)
+    add_quiet(p)
     p.set_defaults(run_verb=long_context)

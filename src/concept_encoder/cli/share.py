@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import add_pooling, add_registry, add_verb, existing_registry, run_folder
+from .common import add_pooling, add_quiet, add_registry, add_verb, existing_registry, run_folder
 
 
 def report(args: argparse.Namespace) -> int:
@@ -154,5 +154,5 @@ def register(verbs) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
     p.add_argument("--max-length", type=int, help="truncation (unset: the model's position table)")
     p.add_argument("--chunk-rows", type=int, default=4096, help="rows per resumable part")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(run_verb=encode)

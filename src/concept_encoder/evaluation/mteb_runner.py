@@ -108,22 +108,26 @@ def _local_dataset(task, ours, split: str, data_dir: Path):
 def mteb_model(model_path: str | Path, pooling: str = "mean", trust_remote_code: bool = False):
     """A concept encoder as the exported sentence-transformers model; any other encoder loads as itself.
 
-    A saved sentence-transformers folder runs code outside sentence-transformers only if it is this package's own
-    export (`is_own_export`) or the user passed `trust_remote_code`."""
+    This package's own export (`is_own_export`) is built from the installed classes and runs none of its folder's
+    code; any other saved sentence-transformers folder runs code outside sentence-transformers only if the user
+    passed `trust_remote_code`."""
     from sentence_transformers import SentenceTransformer
     from transformers import AutoConfig
 
     from ..inference.encoder import model_source
-    from ..inference.sentence_transformers import is_own_export, sentence_transformer
+    from ..inference.sentence_transformers import is_own_export, load_own_export, sentence_transformer
 
     source = model_source(model_path)
     if (Path(source) / "modules.json").exists():  # an `export` folder (or any saved sentence-transformers model)
-        trusted = trust_remote_code or is_own_export(source)
+        own = is_own_export(source)
         try:
-            return SentenceTransformer(source, device="cpu", trust_remote_code=trusted, local_files_only=True)
+            if own:
+                return load_own_export(source)
+            return SentenceTransformer(source, device="cpu", trust_remote_code=trust_remote_code, local_files_only=True)
         except (ImportError, OSError, ValueError) as error:
-            hint = "" if trusted else (" It names code outside sentence-transformers and is not this package's "
-                                       "export: pass --trust-remote-code only if you trust that code.")
+            hint = "" if own or trust_remote_code else (
+                " It names code outside sentence-transformers and has not the layout of this package's export: "
+                "pass --trust-remote-code only if you trust that code.")
             raise EncoderError(f"{model_path}: not loadable as a sentence-transformers model "
                                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).{hint}"
                                ) from None

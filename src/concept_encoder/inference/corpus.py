@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.rows import count_rows, iter_rows, row_format
+from ..reporting import progress_bars
 from ..rundir import write_atomic
 from .encoder import EncoderError, encode, encode_concepts, load_encoder, max_tokens, model_source
 
@@ -84,7 +85,8 @@ def encode_file(model_path: str | Path, input_path: str | Path, out: str | Path,
     done = _resume_point(parts, settings)
 
     chunk: list[tuple[str, str]] = []
-    with tqdm(total=total, initial=done, unit="row", desc=f"encode {input_path.name}", disable=not progress) as bar:
+    with tqdm(total=total, initial=done, unit="row", desc=f"encode {input_path.name}",
+              disable=True if not progress else progress_bars()) as bar:
         for index, row in enumerate(iter_rows(input_path, field, id_field)):
             if index >= total:
                 raise EncoderError(f"{input_path}: changed while it was being encoded ({total} rows counted)")

@@ -12,7 +12,6 @@ and the run's measured scores.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -66,7 +65,7 @@ def export(model_path: str | Path, to: str | Path, format: str = "sentence-trans
         _ship_module_code(staging)
         (staging / "README.md").write_text(card or plain_card(model_path, pooling), encoding="utf-8")
         (staging / EXPORT_MARKER).write_text(json.dumps(
-            {"source": str(model_path), "format": format, "pooling": pooling}, indent=2), encoding="utf-8")
+            {"source": Path(model_path).name, "format": format, "pooling": pooling}, indent=2), encoding="utf-8")
         if to.exists():
             to.rmdir()  # the empty folder the user named
         os.replace(staging, to)
@@ -104,31 +103,33 @@ def plain_card(model_path: str | Path, pooling: str) -> str:
                       "vectors = model.encode(['a sentence', 'another one'])", "```", ""])
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+NORMALIZE = ("2_Normalize", "sentence_transformers.base.modules.normalize.Normalize")
+EXPORT_LAYOUTS = (  # modules.json as (path, type): today's export, and the one before the folder carried its code
+    [("", f"{MODULES_FILE}.ConceptEncoderModule"), ("1_ConceptPooling", f"{MODULES_FILE}.ConceptPooling"), NORMALIZE],
+    [("", "concept_encoder.inference.sentence_transformers.ConceptEncoderModule"),
+     ("1_ConceptPooling", "concept_encoder.inference.sentence_transformers.ConceptPooling"), NORMALIZE])
 
 
 def is_own_export(folder: str | Path) -> bool:
-    """Whether `folder` is this package's `export` and nothing else: its marker file is there, every module of its
-    modules.json is the shipped module file's or sentence-transformers' own, and every Python file in it is
-    byte for byte a modelling file of the installed package. Only such a folder is loaded with trust_remote_code
-    without being asked (`mteb`): the code it would run is this package's own. A forged marker beside another
-    .py file, an edited copy or a foreign class is refused."""
+    """Whether `folder` has the layout of this package's `export`: its marker file, and a modules.json of exactly
+    the encoder, the concept pooling and Normalize at their paths. Such a folder is loaded by `load_own_export`,
+    with the installed package's classes: none of the folder's code runs, so `mteb` needs no consent for it."""
     folder = Path(folder)
     try:
         modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        layout = [(m["path"], m["type"]) for m in modules]
+    except (OSError, ValueError, TypeError, KeyError):
         return False
-    if not (folder / EXPORT_MARKER).is_file() or not isinstance(modules, list):
-        return False
-    names = [m.get("type", "") if isinstance(m, dict) else "" for m in modules]
-    if not all(name.startswith(("sentence_transformers.", f"{MODULES_FILE}.")) for name in names):
-        return False
-    for path in folder.rglob("*.py"):
-        own = CODE_DIR / path.name
-        if path.parent != folder or path.name == "__init__.py" or not own.is_file() or _digest(path) != _digest(own):
-            return False
-    return True
+    return (folder / EXPORT_MARKER).is_file() and layout in EXPORT_LAYOUTS
+
+
+def load_own_export(folder: str | Path) -> SentenceTransformer:
+    """An own export (`is_own_export`) built from the installed classes, reading only weights and configs: no
+    code of the folder is imported, whatever its .py files or its configs' auto_map say."""
+    folder = str(folder)
+    modules = [ConceptEncoderModule.load(folder, local_files_only=True),
+               ConceptPooling.load(folder, subfolder="1_ConceptPooling", local_files_only=True), Normalize()]
+    return SentenceTransformer(modules=modules, device="cpu").eval()
 
 
 def load_exported(folder: str | Path) -> SentenceTransformer:

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from .. import modeling
-from ..rundir import EXPERIMENT_FILE, MODEL_DIR, is_run_folder, write_atomic, write_json
+from ..rundir import EXPERIMENT_FILE, MODEL_DIR, locate, write_atomic, write_json
 from .collect import read_run, run_metrics
 from .report import verdicts_for
 from .store import RegistryError
@@ -104,7 +104,8 @@ def model_card(run_dir: Path, repo_id: str) -> str:
 def export_card(source: str | Path, pooling: str, name: str | None = None) -> str:
     """The model card of a sentence-transformers export: how to load it, the source run, the pooling, and the
     run's measured zero-shot scores (x 100, beside the TF-IDF cosine on the same split) where it has them."""
-    source = Path(source)
+    run_dir = locate(source)[0] if Path(source).is_dir() else None  # a run's model/ folder names its run too
+    source = run_dir or Path(source)
     name = name or f"concept encoder `{source.name}`"
     lines = ["---", "library_name: sentence-transformers",
              "tags: [concept-encoder, sentence-transformers, sentence-similarity]", "pipeline_tag: sentence-similarity",
@@ -117,7 +118,7 @@ def export_card(source: str | Path, pooling: str, name: str | None = None) -> st
              f"model = SentenceTransformer('{name if '/' in name else 'PATH'}', trust_remote_code=True)",
              "vectors = model.encode(['A man is playing a guitar.', 'Someone plays an instrument.'])",
              "print(model.similarity(vectors[:1], vectors[1:]))", "```", ""]
-    zero_shot = read_run(source).zero_shot if is_run_folder(source) else None
+    zero_shot = read_run(run_dir).zero_shot if run_dir else None
     if not zero_shot:
         return "\n".join(lines + ["No zero-shot scores were measured for this model "
                                   "(`concept-encoder zero-shot` measures them).", ""])

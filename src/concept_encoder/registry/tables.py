@@ -11,12 +11,10 @@ from typing import Any
 
 import yaml
 
-from ..reporting import markdown_table, text_table
+from ..reporting import SCORE_STAGES, markdown_table, text_table
 
 MISSING = "–"
 STAGE_ORDER = ("pretrain", "analysis", "finetune", "zero_shot", "baseline")
-# Stages whose metrics are benchmark scores: stored as fractions, shown x 100 as in every results table
-SCORE_STAGES = ("finetune", "zero_shot", "baseline", "mteb")
 SCALE_NOTE = "scores of finetune, zero_shot, baseline and mteb x 100"
 # Which way is better, by a substring of the key. Counts and costs have no better side: more steps or a longer
 # wall clock is neither a win nor a loss. Collapse signs (similar or dominant concepts, dead dimensions) go down.
@@ -35,10 +33,11 @@ def better_direction(key: str) -> int | None:
 # -- numbers -------------------------------------------------------------------------------------------------
 
 
-def _decimals(values: list[float | None], deltas: list[float | None]) -> int:
-    """Decimals for one table row: whole numbers for counts, else two, more when a difference would read 0.00."""
+def _decimals(values: list[float | None], deltas: list[float | None], counts: bool = True) -> int:
+    """Decimals for one table row: whole numbers for counts (`counts`: the row may hold them; a score x 100 does
+    not), else two, more when a difference would read 0.00."""
     present = [v for v in values if v is not None]
-    if present and all(float(v).is_integer() for v in present):
+    if counts and present and all(float(v).is_integer() for v in present):
         return 0
     places = 2
     for delta in deltas:
@@ -159,7 +158,8 @@ def format_compare(a: dict[str, Any], b: dict[str, Any], baseline: dict[str, Any
         first, second, base = (_metric(run, stage, key) for run in (a, b, baseline))
         change, gain = _difference(second, first), _difference(second, base)
         shown = [first, second] + ([base] if baseline is not None else [])
-        places = _decimals([m[part] for m in shown if m for part in ("value", "std")], [change, gain])
+        places = _decimals([m[part] for m in shown if m for part in ("value", "std")], [change, gain],
+                           counts=stage not in SCORE_STAGES)
         row = [stage, key, _cell(first, places), _cell(second, places), _delta(key, change, places)]
         if baseline is not None:
             row += [_cell(base, places), _delta(key, gain, places)]
