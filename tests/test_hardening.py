@@ -325,7 +325,10 @@ def test_every_verb_has_an_example_and_every_option_its_help_and_default(capsys)
     import argparse
 
     from concept_encoder.cli import build_parser
+    from concept_encoder.cli.common import POOLINGS
+    from concept_encoder.modeling.heads import POOLINGS as MODEL_POOLINGS
 
+    assert tuple(POOLINGS) == MODEL_POOLINGS  # the CLI's copy (it must not import torch) of the one list
     verbs = dict(_verb_parsers(build_parser()))
     assert len(verbs) >= 22
     for name, verb in verbs.items():

@@ -10,6 +10,7 @@ while it fine-tunes and while it is scored, so the column says what a user gets 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,8 +29,8 @@ from . import plots
 def k_sweep(path: str | Path, ks: list[int], tasks: list[Task], data_dir: Path | None, split: str = "validation",
             pooling: str = "mean", finetune: list[tuple[Task, FinetuneSettings]] = (),
             seeds: list[int] = (1,)) -> dict:
-    """Zero-shot Spearman of every task at every K; the headline is their mean per K. `finetune` (task ->
-    settings): each such task also fine-tuned and reported at every K (`finetuned[task][K]`: the mean over
+    """Zero-shot Spearman of every task at every K; the headline is their mean per K. `finetune`, (task,
+    settings) pairs: each such task also fine-tuned and reported at every K (`finetuned[task][K]`: the mean over
     `seeds` of its headline metric, and the held-out split's where the task has one)."""
     run_dir, model_dir = locate(path)
     require_similarity_tasks(tasks)
@@ -79,28 +80,24 @@ def sweep_settings(finetune: list[tuple[Task, FinetuneSettings]]) -> dict:
     return json.loads(json.dumps({task.name: asdict(settings) for task, settings in finetune}))
 
 
-class _model_at:
+@contextlib.contextmanager
+def _model_at(model_dir: Path, k: int):
     """A temporary model folder (in the system's temp folder) that runs the shared layer `k` times: the weights
     and tokenizer linked (copied where links fail), config.json with `num_iterations: k`; removed on exit. The
     pretraining-only TRM schedule (deep supervision segments, no-grad iterations: ignored outside pretraining)
     is reset, since its values need not divide another K."""
-
-    def __init__(self, model_dir: Path, k: int):
-        self.model_dir, self.k = Path(model_dir), k
-
-    def __enter__(self) -> Path:
-        self.folder = Path(tempfile.mkdtemp(prefix=f"concept_encoder_k{self.k}_"))
-        for source in [*self.model_dir.iterdir(), *Path(tokenizer_folder(self.model_dir)).iterdir()]:
-            target = self.folder / source.name
+    folder = Path(tempfile.mkdtemp(prefix=f"concept_encoder_k{k}_"))
+    try:
+        for source in [*Path(model_dir).iterdir(), *Path(tokenizer_folder(model_dir)).iterdir()]:
+            target = folder / source.name
             if source.is_file() and source.name != "config.json" and not target.exists():
                 try:
                     os.link(source, target)
                 except OSError:
                     shutil.copy2(source, target)
-        config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
-        config |= {"num_iterations": self.k, "deep_supervision_segments": 1, "recursion_no_grad_iterations": 0}
-        (self.folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        return self.folder
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+        config |= {"num_iterations": k, "deep_supervision_segments": 1, "recursion_no_grad_iterations": 0}
+        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -80,12 +80,18 @@ MODULES_FILE = "sentence_transformers_modules"  # modeling/sentence_transformers
 CODE_DIR = Path(modeling.__file__).parent
 
 
-def _ship_module_code(folder: Path) -> None:
-    """Copy the module file and the modelling files beside the weights, and point modules.json at the copy (a
-    class of this package becomes `sentence_transformers_modules.CLASS`), so that the folder loads on its own."""
+def copy_modelling_code(folder: Path) -> None:
+    """The modelling files (relative imports only) beside a model's weights, so that the folder loads where this
+    package is not installed: the export's module file, `publish`'s auto_map targets."""
     for source in CODE_DIR.glob("*.py"):
         if source.name != "__init__.py":
             shutil.copy2(source, folder / source.name)
+
+
+def _ship_module_code(folder: Path) -> None:
+    """The modelling code in the folder, and modules.json pointed at the copy (a class of this package becomes
+    `sentence_transformers_modules.CLASS`), so that the folder loads on its own."""
+    copy_modelling_code(folder)
     modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
     for module in modules:
         if module["type"].startswith("concept_encoder."):
@@ -131,7 +137,3 @@ def load_own_export(folder: str | Path) -> SentenceTransformer:
                ConceptPooling.load(folder, subfolder="1_ConceptPooling", local_files_only=True), Normalize()]
     return SentenceTransformer(modules=modules, device="cpu").eval()
 
-
-def load_exported(folder: str | Path) -> SentenceTransformer:
-    """An exported folder, loaded as a user would load it (offline: no Hub lookup for a local folder)."""
-    return SentenceTransformer(str(folder), trust_remote_code=True, local_files_only=True, device="cpu")

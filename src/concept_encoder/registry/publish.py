@@ -13,7 +13,6 @@ import json
 import shutil
 from pathlib import Path
 
-from .. import modeling
 from ..rundir import EXPERIMENT_FILE, MODEL_DIR, locate, write_atomic, write_json
 from .collect import read_run, run_metrics
 from .report import verdicts_for
@@ -60,14 +59,14 @@ def prepare_folder(run_dir: str | Path, repo_id: str, folder: Path, format: str 
 
 
 def _fill_transformers_folder(run_dir: Path, repo_id: str, staging: Path) -> None:
+    from ..inference.sentence_transformers import copy_modelling_code  # loads sentence-transformers: on use only
+
     model_dir = run_dir / MODEL_DIR
     staging.mkdir(parents=True)
     for item in model_dir.iterdir():  # weights, config, tokenizer files saved with the model
         if item.is_file() and item.suffix in (".safetensors", ".json", ".txt", ".model"):
             shutil.copy2(item, staging / item.name)
-    for source in Path(modeling.__file__).parent.glob("*.py"):  # the modelling code, relative imports only
-        if source.name != "__init__.py":
-            shutil.copy2(source, staging / source.name)
+    copy_modelling_code(staging)
     config = json.loads((staging / "config.json").read_text(encoding="utf-8"))
     config["auto_map"] = AUTO_MAP
     write_json(staging / "config.json", config)

@@ -77,12 +77,14 @@ def _short(value: float | None) -> str:
     return MISSING if value is None else f"{value:.4g}"
 
 
+def _scaled(stage: str, value: float | None) -> float | None:
+    """A stored value on the scale a user reads: a score stage's fractions x 100."""
+    return value if value is None or stage not in SCORE_STAGES else 100 * value
+
+
 def _shown(stage: str, metric: dict | None) -> dict | None:
-    """A stored metric on the scale a user reads: a score stage's fractions x 100."""
-    if metric is None or stage not in SCORE_STAGES:
-        return metric
-    scale = lambda v: None if v is None else 100 * v
-    return {**metric, "value": scale(metric["value"]), "std": scale(metric.get("std"))}
+    return None if metric is None else {**metric, "value": _scaled(stage, metric["value"]),
+                                        "std": _scaled(stage, metric.get("std"))}
 
 
 # -- layout --------------------------------------------------------------------------------------------------
@@ -112,8 +114,8 @@ def format_run_list(rows: list[dict[str, Any]]) -> str:
                       key=lambda name: (_stage_key(name.split(".", 1)[0]), name))
     header = ["run", "created", "status", *headline]
     table = [[row["run_id"], (row["created"] or "")[:19].replace("T", " "), row["status"],
-              *(_short((_shown(name.split(".", 1)[0], {"value": row.get("headline", {}).get(name)}) or {})["value"])
-                for name in headline)] for row in rows]
+              *(_short(_scaled(name.split(".", 1)[0], row.get("headline", {}).get(name))) for name in headline)]
+             for row in rows]
     return text_table(header, table, numeric_from=3) + f"\n({SCALE_NOTE})"
 
 
