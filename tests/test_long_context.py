@@ -72,13 +72,16 @@ def test_long_context_verb_writes_its_section(tmp_path, tokenizer):
     results = tmp_path / "results.md"
     results.write_text("# Results\n\nkept text\n")
     assert main(["long-context", str(model), "--lengths", "128", "1024", "--articles", "12", "--no-references",
-                 "--also-truncated", "64", "--results-file", str(results), "--output", str(tmp_path / "lc.json")]) == 0
+                 "--also-truncated", "64", "--also-chunked", "32", "--results-file", str(results),
+                 "--output", str(tmp_path / "lc.json")]) == 0
     text = results.read_text()
     assert "kept text" in text and "<!-- long-context -->" in text and "| N=128 | N=1024 |" in text
     rows = [line for line in text.splitlines() if line.startswith("| concept encoder `rotary`")]
-    # accuracy, then seconds: pooled, late interaction over concepts, pooled reading the first 64 tokens
-    assert len(rows) == 6 and "| all |" in rows[0] and "(late interaction) | all |" in rows[1]
-    assert "| first 64 tokens |" in rows[2]
+    # accuracy, then seconds: pooled, late interaction over concepts, pooled reading the first 64 tokens, and the
+    # whole half read in 32-token chunks
+    assert len(rows) == 8 and "| all |" in rows[0] and "(late interaction) | all |" in rows[1]
+    assert "| first 64 tokens |" in rows[2] and "| all, 32-token chunks averaged |" in rows[3]
+    assert "--also-chunked 32" in text
 
 
 def test_bm25_and_chunk_averaged_minilm_find_second_halves(task):

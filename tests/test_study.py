@@ -26,11 +26,11 @@ def _quick_contender(folder: Path, steps: int = 40) -> Path:
     return path
 
 
-def _study(folder: Path, contenders: dict[str, Path], budget: int) -> Path:
+def _study(folder: Path, contenders: dict[str, Path], budget: int, **extra) -> Path:
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump({
         "name": "tiny", "token_budget": budget, "contenders": {k: str(v) for k, v in contenders.items()},
-        "output_dir": str(folder / "runs"), "results_file": str(folder / "results.md")}))
+        "output_dir": str(folder / "runs"), "results_file": str(folder / "results.md"), **extra}))
     return path
 
 
@@ -43,7 +43,8 @@ def test_a_contender_off_the_token_budget_is_refused_before_any_compute(tmp_path
 
 
 def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_path):
-    study = _study(tmp_path, {"mlm": _quick_contender(tmp_path)}, 40 * 16 * 64)
+    long_inputs = {"long_context_lengths": [128, 512], "long_context_articles": 12, "long_context_baselines": ["tfidf"]}
+    study = _study(tmp_path, {"mlm": _quick_contender(tmp_path)}, 40 * 16 * 64, **long_inputs)
     (tmp_path / "results.md").write_text("# Results\n\nMy conclusions stay.\n")
     assert main(["study", str(study)]) == 0
     text = (tmp_path / "results.md").read_text()
@@ -63,10 +64,25 @@ def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_pat
     assert list((tmp_path / "runs" / ".cache").glob("tokenizers/wordpiece_*"))
     assert not (tmp_path / "runs" / "mlm" / ".cache").exists()
 
+    # long inputs: the contender reads a long half as far as its position table goes, and in chunks of its own
+    # training window (64 tokens), beside TF-IDF; the table says so
+    long_rows = [line for line in text.split("### Long inputs")[1].split("### Decision gates")[0].splitlines()
+                 if line.startswith("| ")]
+    assert any(line.startswith("| concept encoder `mlm` (mean of concepts) | all, 64-token chunks averaged |")
+               for line in long_rows)
+    assert any(line.startswith("| TF-IDF cosine | all |") for line in long_rows) and "| N=128 | N=512 |" in text
+    long_file = tmp_path / "runs" / "long_context.json"
+    assert json.loads(long_file.read_text())["settings"]["models"]["mlm"]["chunk"] == 64
+
     weights = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
-    assert main(["study", str(study)]) == 0  # finished contenders are not rerun
+    measured = long_file.stat().st_mtime_ns
+    assert main(["study", str(study)]) == 0  # finished contenders and their long-input table are not rerun
     assert (run_dir / "model" / "model.safetensors").stat().st_mtime_ns == weights
+    assert long_file.stat().st_mtime_ns == measured
     assert (tmp_path / "results.md").read_text().count("<!-- /study:tiny -->") == 1
+    _study(tmp_path, {"mlm": _quick_contender(tmp_path)}, 40 * 16 * 64, **long_inputs | {"long_context_lengths": [256]})
+    assert main(["study", str(study)]) == 0  # other lengths: measured again
+    assert json.loads(long_file.read_text())["lengths"] == [256] and "| N=256 |" in (tmp_path / "results.md").read_text()
 
 
 def test_rows_carry_their_provenance_and_check_lists_the_stale_ones(tmp_path, capsys):

@@ -19,6 +19,7 @@ from .config import ConfigError, build_section, load_experiment, read_yaml_mappi
 from .data import resolve_data_dir
 from .data.tasks import TASKS, get_task, resolve_tasks
 from .evaluation.finetune import zero_shot_tasks
+from .evaluation.long_context import BASELINES as LONG_BASELINES
 from .experiment import finetune_settings, run_experiment
 from .registry.collect import read_run, run_metrics
 from .registry.report import verdicts_for
@@ -35,6 +36,7 @@ from .rundir import (
     path_part_problem,
     read_json,
     write_atomic,
+    write_json,
 )
 
 
@@ -52,6 +54,13 @@ class StudyConfig:
     # evaluation settings and seeds
     reference: str | None = None  # an uncompressed HF encoder: zero-shot STS beside the contenders
     reference_tasks: list[str] = field(default_factory=lambda: ["stsb", "sick-r"])
+    # long inputs: `article_halves` at these N for every contender (none: not run), beside these baselines and,
+    # with `long_context_static`, the model2vec student of `reference`; each contender also reads a long half in
+    # chunks of its training window (data.block_size), their pooled vectors averaged
+    long_context_lengths: list[int] = field(default_factory=list)
+    long_context_articles: int = 200
+    long_context_baselines: list[str] = field(default_factory=lambda: ["tfidf", "bm25", "minilm-chunked"])
+    long_context_static: bool = False
 
     def check(self) -> None:
         if not self.contenders:
@@ -68,6 +77,13 @@ class StudyConfig:
             resolve_tasks([name])  # an unknown task fails now, not after the contenders have trained
         if self.token_budget <= 0:
             raise ValueError("token_budget: must be positive")
+        unknown = sorted(set(self.long_context_baselines) - set(LONG_BASELINES))
+        if unknown:
+            raise ValueError(f"long_context_baselines: {unknown} unknown; choose from {list(LONG_BASELINES)}")
+        if any(n < 2 for n in self.long_context_lengths) or self.long_context_articles < 10:
+            raise ValueError("long_context_lengths: each N >= 2; long_context_articles: >= 10")
+        if self.long_context_static and self.reference is None:
+            raise ValueError("long_context_static: needs a reference (the teacher the static student is distilled from)")
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -122,6 +138,8 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
         if study.reference and not reference.exists():
             zero_shot_tasks(study.reference, [get_task(t) for t in resolve_tasks(study.reference_tasks)], data_path,
                             reference.parent)
+        if study.long_context_lengths:
+            _long_context(study, output, data_path)
     write_results(study, Path(path))
     return Path(study.results_file)
 
@@ -149,6 +167,43 @@ def _sweep_finetuning(study: StudyConfig) -> dict:
     names = resolve_tasks(study.k_sweep_finetune_tasks)
     settings = finetune_settings(evaluation, names)
     return {"finetune": [(get_task(name), settings[name]) for name in names], "seeds": evaluation.seeds}
+
+
+LONG_CONTEXT_FILE = "long_context.json"
+
+
+def _long_context_settings(study: StudyConfig, output: Path) -> dict:
+    """What the long-input table is made of: every finished contender's model (and its chunk), the lengths, the
+    articles, the baselines. A table made of anything else is made again."""
+    models = {}
+    for name in study.contenders:
+        run_dir = contender_run(output, name)
+        if run_dir is not None and (run_dir / MODEL_DIR).exists():
+            models[name] = {"model": (run_dir / MODEL_DIR).as_posix(),
+                            "chunk": load_experiment(run_dir / EXPERIMENT_FILE).data.block_size}
+    return {"models": models, "lengths": list(study.long_context_lengths), "articles": study.long_context_articles,
+            "baselines": list(study.long_context_baselines), "static": study.long_context_static}
+
+
+def _long_context(study: StudyConfig, output: Path, data_path: Path | None) -> None:
+    """`article_halves` for the contenders beside the baselines, into OUTPUT/long_context.json (once per settings)."""
+    from .evaluation.long_context import article_halves, concept_rows, contenders_for, run_halves
+    from .inference.static import distill_static
+
+    settings = _long_context_settings(study, output)
+    done = read_json(output / LONG_CONTEXT_FILE)
+    if not settings["models"] or (done is not None and done.get("settings") == settings):
+        return
+    if data_path is None:
+        raise ConfigError("long_context_lengths: the long-input task reads the local data folder; set "
+                          "CONCEPT_ENCODER_DATA or --data-dir")
+    static = distill_static(study.reference, output / "static_student") if study.long_context_static else None
+    rows = contenders_for([], static=static, baselines=tuple(study.long_context_baselines))
+    for name, entry in settings["models"].items():
+        rows += concept_rows(entry["model"], name, chunked=(entry["chunk"],))
+    print(f"[study] long inputs: article_halves at N = {settings['lengths']} for {list(settings['models'])}", flush=True)
+    task = article_halves(data_path, tuple(settings["lengths"]), settings["articles"])
+    write_json(output / LONG_CONTEXT_FILE, run_halves(task, rows) | {"settings": settings, "commit": code_version()})
 
 
 def check_study(path: str | Path) -> tuple[list[str], list[str]]:
@@ -298,6 +353,13 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                 out += ["", f"_Fine-tuned at each K with the contender's evaluation settings, seeds "
                             f"{sweep['finetune_seeds']} (mean): the model runs K steps while it fine-tunes and "
                             "while it is scored._"]
+
+    long_inputs = read_json(Path(study.output_dir) / LONG_CONTEXT_FILE) if study.long_context_lengths else None
+    if long_inputs:
+        from .evaluation.long_context import halves_tables
+
+        out += ["", f"### Long inputs (`article_halves`, {long_inputs['articles']} held-out Wikipedia articles, "
+                    f"measured at commit {long_inputs['commit']})", "", halves_tables(long_inputs)]
 
     verdicts = {name: {v.gate.id: v for v in row_verdicts} for name, _, _, _, row_verdicts in rows}
     gate_ids = list(dict.fromkeys(g for by_id in verdicts.values() for g in by_id))  # every gate any row has

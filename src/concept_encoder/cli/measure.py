@@ -199,9 +199,11 @@ def long_context(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{model}: no such run or model folder")
     results = run_long_context(args.models, data_dir, tuple(args.lengths), args.articles,
                                references=not args.no_references, truncated=tuple(args.also_truncated),
-                               scrolls=tuple(args.scrolls), static=args.static, baselines=tuple(args.baselines))
+                               scrolls=tuple(args.scrolls), static=args.static, baselines=tuple(args.baselines),
+                               chunked=tuple(args.also_chunked))
     command = " ".join(["concept-encoder long-context", *args.models]
                        + (["--also-truncated", *map(str, args.also_truncated)] if args.also_truncated else [])
+                       + (["--also-chunked", *map(str, args.also_chunked)] if args.also_chunked else [])
                        + (["--static", args.static] if args.static else [])
                        + (["--baselines", *args.baselines] if tuple(args.baselines) != BASELINES else []))
     section = long_context_section(results, command)
@@ -322,6 +324,9 @@ def register(verbs) -> None:
     p.add_argument("--no-references", action="store_true", help="skip TF-IDF and MiniLM")
     p.add_argument("--also-truncated", nargs="*", type=int, default=[], metavar="TOKENS",
                    help="each concept encoder again, reading only its first TOKENS tokens (does reading further help?)")
+    p.add_argument("--also-chunked", nargs="*", type=int, default=[], metavar="TOKENS",
+                   help="each concept encoder again, reading the whole half in TOKENS-token chunks, their vectors "
+                        "averaged (a model trained on short windows reads a long text as its windows)")
     p.add_argument("--static", metavar="DIR", help="a model2vec student folder (`static-student --to DIR`) as a row")
     baselines = ["tfidf", "bm25", "minilm", "minilm-chunked"]  # evaluation.long_context.BASELINES (not imported here)
     p.add_argument("--baselines", nargs="*", default=baselines, choices=baselines, help="reference rows")

@@ -34,6 +34,7 @@ from ..rundir import code_version
 HELD_OUT_ARTICLES = tuple(f"corpus_extra/enwiki_extract_0{i}.jsonl.gz" for i in range(2, 6))
 REFERENCE_TOKENIZER = "sentence-transformers/all-MiniLM-L6-v2"
 LENGTHS = (512, 1024, 2048, 4096, 8192)
+CHUNK_BATCH_TOKENS = 2048  # chunk-and-average batches: 8 chunks of 256 tokens (MiniLM), 64 of 32 (a short-window model)
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,9 @@ class ModelEmbedder:
         from ..inference.encoder import encode_chunked, encode_concepts
         from ..inference.scoring import late_interaction_matrix
 
-        if contender.chunk is not None:
-            q, t = (encode_chunked(self.model, self.tokenizer, texts, contender.chunk, self.batch_size).numpy()
+        if contender.chunk is not None:  # batches of CHUNK_BATCH_TOKENS, whatever the chunk's size
+            batch = max(1, CHUNK_BATCH_TOKENS // contender.chunk)
+            q, t = (encode_chunked(self.model, self.tokenizer, texts, contender.chunk, batch).numpy()
                     for texts in (queries, targets))
             return q @ t.T
         limit = self.limit(n, contender.max_length)
@@ -238,7 +240,8 @@ def halves_tables(results: dict) -> str:
         f"Accuracy@1 × 100 (each article's second half found among {results['articles']}; chance {chance}):", "",
         markdown_table(header, accuracy, 2), "",
         f"Seconds per 1,000 halves (each half is N/2 tokens; encoding, or TF-IDF fit + transform; "
-        f"{results['machine']}):", "", markdown_table(header, seconds, 2)])
+        f"{results['machine']}; chunked rows in batches of {CHUNK_BATCH_TOKENS:,} tokens):", "",
+        markdown_table(header, seconds, 2)])
 
 
 def machine() -> str:
@@ -332,13 +335,26 @@ def run_scrolls(config: str, embed: Embed, max_examples: int | None = None) -> d
 BASELINES = ("tfidf", "bm25", "minilm", "minilm-chunked")
 
 
+def concept_rows(model: str, name: str | None = None, truncated: tuple[int, ...] = (),
+                 chunked: tuple[int, ...] = ()) -> list[Contender]:
+    """A concept encoder's rows: reading the whole half (or as far as its position table goes), pooled and at the
+    concept level (late interaction); again reading only the first `truncated` tokens (does reading further help
+    it?); and reading the whole half in `chunked`-token chunks, their pooled vectors averaged (a model with a
+    position table, trained on short windows, reads a long text as its windows)."""
+    label = f"concept encoder `{name or Path(model).name}`"
+    return [Contender(f"{label} (mean of concepts)", "model", str(model)),
+            Contender(f"{label} (late interaction)", "model", str(model), scoring="maxsim"),
+            *(Contender(f"{label} (mean of concepts)", "model", str(model), n) for n in truncated),
+            *(Contender(f"{label} (mean of concepts)", "model", str(model), chunk=n) for n in chunked)]
+
+
 def contenders_for(models: list[str], references: bool = True, truncated: tuple[int, ...] = (),
-                   static: str | None = None, baselines: tuple[str, ...] = BASELINES) -> list[Contender]:
+                   static: str | None = None, baselines: tuple[str, ...] = BASELINES,
+                   chunked: tuple[int, ...] = ()) -> list[Contender]:
     """The baselines users would pick instead (`baselines`, with `references`): TF-IDF, BM25, MiniLM truncated at
     256 (its sentence-transformers default) and 512 (its position table), MiniLM chunk-and-averaged over the whole
     half (256-token chunks); the model2vec student of MiniLM (`static`, a folder from `static-student`). Then each
-    concept encoder reading the whole half, pooled and at the concept level (late interaction), and again reading
-    only the first `truncated` tokens (does reading further help it?)."""
+    concept encoder's `concept_rows`."""
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise TaskError(f"unknown long-context baseline(s) {unknown}; choose from {list(BASELINES)}")
@@ -352,18 +368,16 @@ def contenders_for(models: list[str], references: bool = True, truncated: tuple[
     if static is not None:
         rows += [Contender(f"model2vec student `{Path(static).name}`", "model", str(static))]
     for model in models:
-        name = f"concept encoder `{Path(model).name}`"
-        rows += [Contender(f"{name} (mean of concepts)", "model", str(model)),
-                 Contender(f"{name} (late interaction)", "model", str(model), scoring="maxsim"),
-                 *(Contender(f"{name} (mean of concepts)", "model", str(model), n) for n in truncated)]
+        rows += concept_rows(model, truncated=truncated, chunked=chunked)
     return rows
 
 
 def run_long_context(models: list[str], data_dir: Path, lengths=LENGTHS, max_articles: int = 200,
                      references: bool = True, truncated: tuple[int, ...] = (), scrolls: tuple[str, ...] = (),
-                     static: str | None = None, baselines: tuple[str, ...] = BASELINES, log=print) -> dict:
+                     static: str | None = None, baselines: tuple[str, ...] = BASELINES,
+                     chunked: tuple[int, ...] = (), log=print) -> dict:
     """The local proxy at every length for every contender, then each SCROLLS task asked for (Hub)."""
-    contenders = contenders_for(models, references, truncated, static, baselines)
+    contenders = contenders_for(models, references, truncated, static, baselines, chunked)
     results = run_halves(article_halves(data_dir, lengths, max_articles), contenders, log)
     for config in scrolls:
         results.setdefault("scrolls", {})[config] = {
