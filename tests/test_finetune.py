@@ -1,6 +1,7 @@
 """Fine-tuning protocol: disjoint selection/report splits, PAWS without train, end-to-end results.json."""
 
 import json
+import re
 
 import pytest
 
@@ -79,7 +80,11 @@ def test_micro_concept_encoder_fine_tunes_on_stsb_and_mrpc(tmp_path, tokenizer, 
     assert [r["seed"] for r in mrpc["runs"]] == [1, 2] and set(mrpc["summary"]["f1"]) == {"mean", "std"}
     assert "majority" in mrpc["baselines"] and "tfidf_cosine" in stsb["baselines"]
     assert mrpc["sizes"] == {"train": 128, "selection": 16, "report": 100}
-    assert "mrpc" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "mrpc" in captured.out
+    # no Trainer bar (a bar without a description) outside a terminal: it used to be forced into every log
+    bars = [line for line in re.split(r"[\r\n]", captured.err) if re.match(r"\s*\d+%\|", line)]
+    assert not bars, bars[:3]
 
 
 def test_via_decoder_head_through_the_cli(tmp_path, tokenizer):

@@ -6,6 +6,7 @@ of its own."""
 from __future__ import annotations
 
 import os
+import sys
 
 QUIET_ENV_VAR = "CONCEPT_ENCODER_QUIET"  # set (the verbs' --quiet does): no progress bars at all
 # Stages whose metrics are benchmark scores: stored as fractions (what the gates' bounds read), shown x 100 as in
@@ -17,6 +18,12 @@ def progress_bars() -> bool | None:
     """tqdm's `disable` for the package's progress bars: None (a bar when stderr is a terminal, none in logs, CI or
     tests), or True when CONCEPT_ENCODER_QUIET is set."""
     return True if os.environ.get(QUIET_ENV_VAR, "") not in ("", "0") else None
+
+
+def bars_shown() -> bool:
+    """Whether a bar drawn by another library (the Trainer's, sentence-transformers') should show: as ours do, on
+    a terminal and unless quiet."""
+    return progress_bars() is None and sys.stderr.isatty()
 
 
 def progress(iterable, desc: str, total: int | None = None, unit: str = "batch"):

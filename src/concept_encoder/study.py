@@ -358,8 +358,9 @@ def study_tables(study: StudyConfig, source: Path) -> str:
     if long_inputs:
         from .evaluation.long_context import halves_tables
 
-        out += ["", f"### Long inputs (`article_halves`, {long_inputs['articles']} held-out Wikipedia articles, "
-                    f"measured at commit {long_inputs['commit']})", "", halves_tables(long_inputs)]
+        heading = (f"### Long inputs (`article_halves`, {long_inputs['articles']} held-out Wikipedia articles, "
+                   f"measured at commit {long_inputs['commit']})")
+        out += ["", heading, "", halves_tables(long_inputs)]
 
     verdicts = {name: {v.gate.id: v for v in row_verdicts} for name, _, _, _, row_verdicts in rows}
     gate_ids = list(dict.fromkeys(g for by_id in verdicts.values() for g in by_id))  # every gate any row has

@@ -45,7 +45,7 @@ from ..config import ConfigError, build_section, read_yaml_mapping
 from ..data.tasks import Task, TaskError, has_heldout, heldout_split, load_split, pair_hash
 from ..modeling import ConceptEncoderForSentencePairClassification
 from ..precision import resolve_precision
-from ..reporting import format_results
+from ..reporting import bars_shown, format_results
 from ..rundir import safe_folder_name, write_atomic, write_json
 from .baselines import majority_baseline, tfidf_cosine_baseline, tfidf_linear_baseline
 from .metrics import compute_metrics
@@ -260,7 +260,7 @@ def _train_once(model_path, task: Task, settings: FinetuneSettings, max_length: 
         save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
         metric_for_best_model=task.metrics[0], greater_is_better=True, report_to="none", logging_steps=50,
         use_cpu=not torch.cuda.is_available(), bf16=resolve_precision("auto") == "bf16",
-        disable_tqdm=False, remove_unused_columns=not separate,
+        disable_tqdm=not bars_shown(), remove_unused_columns=not separate,  # no bars in logs
     )
     trainer = Trainer(model=model, args=args, processing_class=tokenizer,
                       train_dataset=_dataset(train, tokenizer, max_length, separate, scale),

@@ -239,8 +239,8 @@ def halves_tables(results: dict) -> str:
     return "\n".join([
         f"Accuracy@1 × 100 (each article's second half found among {results['articles']}; chance {chance}):", "",
         markdown_table(header, accuracy, 2), "",
-        f"Seconds per 1,000 halves (each half is N/2 tokens; encoding, or TF-IDF fit + transform; "
-        f"{results['machine']}; chunked rows in batches of {CHUNK_BATCH_TOKENS:,} tokens):", "",
+        (f"Seconds per 1,000 halves (each half is N/2 tokens; encoding, or TF-IDF fit + transform; "
+         f"{results['machine']}; chunked rows in batches of {CHUNK_BATCH_TOKENS:,} tokens):"), "",
         markdown_table(header, seconds, 2)])
 
 

@@ -14,13 +14,12 @@ equals `zero-shot` on the same file (the test pins this on all-MiniLM-L6-v2).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 from ..data.tasks import TaskError, get_task, load_split
 from ..inference.encoder import EncoderError
-from ..reporting import progress_bars
+from ..reporting import bars_shown
 from ..rundir import write_atomic
 
 # mteb name -> (our task, the split of the local data folder it runs on)
@@ -155,7 +154,7 @@ def run_mteb(model_path: str | Path, task_names: list[str], data_dir: Path | Non
     model = mteb_model(model_path, pooling, trust_remote_code)
     start = time.perf_counter()
     result = mteb.evaluate(model, tasks, cache=None, encode_kwargs={"batch_size": batch_size},
-                           show_progress_bar=progress_bars() is None and sys.stderr.isatty())  # as ours show
+                           show_progress_bar=bars_shown())
     seconds = time.perf_counter() - start
     if result.exceptions:
         raise TaskError(f"mteb failed: {result.exceptions}")
