@@ -22,7 +22,7 @@ from pathlib import Path
 from ..data.tasks import Task, TaskError
 from ..evaluation.finetune import FinetuneSettings, check_evaluation, finetune_task
 from ..evaluation.zero_shot import load_encoder, require_similarity_tasks, zero_shot_task
-from ..rundir import ANALYSIS_DIR, locate, tokenizer_folder, write_json
+from ..rundir import ANALYSIS_DIR, locate, read_json, tokenizer_folder, write_json
 from . import plots
 
 
@@ -59,6 +59,12 @@ def k_sweep(path: str | Path, ks: list[int], tasks: list[Task], data_dir: Path |
     }
     if 6 in points and 12 in points:
         record["gain_12_over_6"] = points[12] - points[6]
+    earlier = read_json(output / "k_sweep.json") if not finetune else None
+    if earlier and earlier.get("finetuned") and earlier.get("model") == str(model_dir):
+        # a zero-shot-only rerun keeps the fine-tuned rows an earlier sweep of this model measured, at the Ks kept
+        record["finetuned"] = {task: {int(k): v for k, v in by_k.items() if int(k) in points}
+                               for task, by_k in earlier["finetuned"].items()}
+        record |= {key: earlier[key] for key in ("finetune_seeds", "finetune_settings")}
     if finetune:
         record["finetuned"] = {task.name: {} for task, _ in finetune}
         record["finetune_seeds"] = list(seeds)
