@@ -308,11 +308,15 @@ def test_k_sweep_fine_tunes_at_every_k_by_the_evaluation_protocol(tmp_path, toke
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())["tasks"]["stsb"]["summary"]
     assert finetuned["3"]["spearman"] == pytest.approx(evaluated["spearman"]["mean"], abs=1e-9)
     assert finetuned["3"]["heldout_spearman"] == pytest.approx(evaluated["heldout_spearman"]["mean"], abs=1e-9)
-    # a zero-shot-only rerun (another task, one K fewer) keeps the fine-tuned rows of the Ks it still sweeps
-    assert main(["k-sweep", str(model_dir), "--ks", "3", "--tasks", "sick-r"]) == 0
+    # a zero-shot-only rerun (another task, K = 1 dropped, K = 2 never fine-tuned) keeps the fine-tuned rows of the
+    # Ks it still sweeps, and shows "–" where a K has none
+    capsys.readouterr()
+    assert main(["k-sweep", str(model_dir), "--ks", "2", "3", "--tasks", "sick-r"]) == 0
     rerun = json.loads((model_dir / "analysis" / "k_sweep.json").read_text())
     assert rerun["finetuned"] == {"stsb": {"3": finetuned["3"]}} and list(rerun["by_task"]) == ["sick-r"]
     assert rerun["finetune_seeds"] == [1]
+    printed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["2"], ["3"])}
+    assert "–" in printed["2"] and f"{100 * finetuned['3']['spearman']:.2f}" in printed["3"]
 
 
 def test_analyze_verb_on_a_model_folder_with_a_probe_file(tmp_path, tokenizer, sentences, capsys):

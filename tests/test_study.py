@@ -83,6 +83,32 @@ def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_pat
     _study(tmp_path, {"mlm": _quick_contender(tmp_path)}, 40 * 16 * 64, **long_inputs | {"long_context_lengths": [256]})
     assert main(["study", str(study)]) == 0  # other lengths: measured again
     assert json.loads(long_file.read_text())["lengths"] == [256] and "| N=256 |" in (tmp_path / "results.md").read_text()
+    stages = json.loads((run_dir / "stages.json").read_text())
+    stages["pretrain"]["finished"] = "2030-01-01T00:00:00"  # as if the contender had been trained again
+    (run_dir / "stages.json").write_text(json.dumps(stages))
+    assert main(["study", str(study), "--tables-only"]) == 0
+    assert "_Stale: measured for other contenders' models" in (tmp_path / "results.md").read_text()
+    measured = long_file.stat().st_mtime_ns
+    assert main(["study", str(study)]) == 0  # a new model: measured again, and the note is gone
+    assert long_file.stat().st_mtime_ns != measured and "_Stale:" not in (tmp_path / "results.md").read_text()
+
+
+def test_a_long_input_study_is_refused_before_training_when_it_cannot_be_measured(tmp_path, capsys, monkeypatch):
+    """A contender that trains on the long-input task's held-out articles, or no data folder to read them from,
+    is an error before any compute (it used to surface after hours of training)."""
+    contender = _quick_contender(tmp_path)
+    mapping = yaml.safe_load(contender.read_text())
+    mapping["data"]["corpus"] = ["wikitext/wiki.valid.raw.gz", "/data/corpus_extra/enwiki_extract_0*.jsonl.gz"]
+    leaky = tmp_path / "leaky.yaml"
+    leaky.write_text(yaml.safe_dump(mapping))
+    study = _study(tmp_path, {"leaky": leaky}, 40 * 16 * 64, long_context_lengths=[512])
+    assert main(["study", str(study)]) == 2
+    assert "the long-input task's held-out articles" in capsys.readouterr().err
+    study = _study(tmp_path, {"mlm": contender}, 40 * 16 * 64, long_context_lengths=[512])
+    monkeypatch.delenv("CONCEPT_ENCODER_DATA", raising=False)
+    assert main(["study", str(study)]) == 2
+    assert "long_context_lengths: the long-input task reads the local data folder" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_rows_carry_their_provenance_and_check_lists_the_stale_ones(tmp_path, capsys):

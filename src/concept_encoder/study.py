@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 from .analysis.gates import SCALE_NOTE
@@ -20,6 +21,7 @@ from .data import resolve_data_dir
 from .data.tasks import TASKS, get_task, resolve_tasks
 from .evaluation.finetune import zero_shot_tasks
 from .evaluation.long_context import BASELINES as LONG_BASELINES
+from .evaluation.long_context import HELD_OUT_ARTICLES
 from .experiment import finetune_settings, run_experiment
 from .registry.collect import read_run, run_metrics
 from .registry.report import verdicts_for
@@ -95,6 +97,13 @@ def load_study(path: str | Path) -> StudyConfig:
                   * experiment.data.block_size)
         if training.max_steps <= 0:
             raise ConfigError(f"{config}: contender {name} needs training.max_steps for a token budget")
+        if study.long_context_lengths:  # a contender that read the long-input task's articles would be scored on them
+            read = [entry for entry in experiment.data.corpus for held in HELD_OUT_ARTICLES  # folder/file, globs too
+                    if fnmatch(held, "/".join(Path(entry).parts[-2:]))]
+            if read:
+                raise ConfigError(f"{config}: contender {name} trains on {sorted(set(read))}, the long-input task's "
+                                  f"held-out articles ({', '.join(HELD_OUT_ARTICLES)}); drop them or the study's "
+                                  "long_context_lengths")
         if tokens != study.token_budget:
             raise ConfigError(f"{config}: contender {name} trains on {tokens:,} tokens (max_steps x batch x "
                               f"accumulation x block_size, per process), not the study's token_budget {study.token_budget:,}")
@@ -116,6 +125,9 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
     output = Path(study.output_dir)
     registry = output / "registry.sqlite"
     data_path = resolve_data_dir(data_dir, required=False)
+    if study.long_context_lengths and data_path is None and not tables_only:  # said before hours of training
+        raise ConfigError(f"{path}: long_context_lengths: the long-input task reads the local data folder; set "
+                          "CONCEPT_ENCODER_DATA or --data-dir")
     if not tables_only:
         for name, config in study.contenders.items():
             if only and name not in only:
@@ -139,6 +151,7 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
             zero_shot_tasks(study.reference, [get_task(t) for t in resolve_tasks(study.reference_tasks)], data_path,
                             reference.parent)
         if study.long_context_lengths:
+            write_results(study, Path(path))  # the contenders' tables land even if the long inputs fail
             _long_context(study, output, data_path)
     write_results(study, Path(path))
     return Path(study.results_file)
@@ -178,11 +191,13 @@ def _long_context_settings(study: StudyConfig, output: Path) -> dict:
     models = {}
     for name in study.contenders:
         run_dir = contender_run(output, name)
-        if run_dir is not None and (run_dir / MODEL_DIR).exists():
-            models[name] = {"model": (run_dir / MODEL_DIR).as_posix(),
+        pretrained = finished_stages(run_dir).get("pretrain") if run_dir is not None else None
+        if pretrained is not None:  # the model's folder and when it was written: a model trained again is new
+            models[name] = {"model": (run_dir / MODEL_DIR).as_posix(), "trained": pretrained.get("finished"),
                             "chunk": load_experiment(run_dir / EXPERIMENT_FILE).data.block_size}
     return {"models": models, "lengths": list(study.long_context_lengths), "articles": study.long_context_articles,
-            "baselines": list(study.long_context_baselines), "static": study.long_context_static}
+            "baselines": list(study.long_context_baselines),
+            "static": study.reference if study.long_context_static else None}
 
 
 def _long_context(study: StudyConfig, output: Path, data_path: Path | None) -> None:
@@ -197,7 +212,8 @@ def _long_context(study: StudyConfig, output: Path, data_path: Path | None) -> N
     if data_path is None:
         raise ConfigError("long_context_lengths: the long-input task reads the local data folder; set "
                           "CONCEPT_ENCODER_DATA or --data-dir")
-    static = distill_static(study.reference, output / "static_student") if study.long_context_static else None
+    static = (distill_static(study.reference, output / f"m2v_{Path(study.reference).name}")
+              if study.long_context_static else None)
     rows = contenders_for([], static=static, baselines=tuple(study.long_context_baselines))
     for name, entry in settings["models"].items():
         rows += concept_rows(entry["model"], name, chunked=(entry["chunk"],))
@@ -348,7 +364,7 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                                        *("–" if metric not in by_k.get(k, {}) else f"{by_k[k][metric] * 100:.1f}"
                                          for k in ks)]
                                       for task, by_k in sweep.get("finetuned", {}).items()
-                                      for metric in next(iter(by_k.values()))])]
+                                      for metric in dict.fromkeys(m for scores in by_k.values() for m in scores)])]
             if sweep.get("finetuned"):
                 out += ["", f"_Fine-tuned at each K with the contender's evaluation settings, seeds "
                             f"{sweep['finetune_seeds']} (mean): the model runs K steps while it fine-tunes and "
@@ -361,6 +377,10 @@ def study_tables(study: StudyConfig, source: Path) -> str:
         heading = (f"### Long inputs (`article_halves`, {long_inputs['articles']} held-out Wikipedia articles, "
                    f"measured at commit {long_inputs['commit']})")
         out += ["", heading, "", halves_tables(long_inputs)]
+        if long_inputs.get("settings") != _long_context_settings(study, Path(study.output_dir)):
+            stale = ("_Stale: measured for other contenders' models or other settings than the study's today; "
+                     f"`concept-encoder study {source.as_posix()}` measures them again._")
+            out += ["", stale]
 
     verdicts = {name: {v.gate.id: v for v in row_verdicts} for name, _, _, _, row_verdicts in rows}
     gate_ids = list(dict.fromkeys(g for by_id in verdicts.values() for g in by_id))  # every gate any row has

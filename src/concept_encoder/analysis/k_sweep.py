@@ -60,11 +60,13 @@ def k_sweep(path: str | Path, ks: list[int], tasks: list[Task], data_dir: Path |
     if 6 in points and 12 in points:
         record["gain_12_over_6"] = points[12] - points[6]
     earlier = read_json(output / "k_sweep.json") if not finetune else None
-    if earlier and earlier.get("finetuned") and earlier.get("model") == str(model_dir):
+    if earlier and earlier.get("model") == str(model_dir):
         # a zero-shot-only rerun keeps the fine-tuned rows an earlier sweep of this model measured, at the Ks kept
-        record["finetuned"] = {task: {int(k): v for k, v in by_k.items() if int(k) in points}
-                               for task, by_k in earlier["finetuned"].items()}
-        record |= {key: earlier[key] for key in ("finetune_seeds", "finetune_settings")}
+        kept = {task: {int(k): v for k, v in by_k.items() if int(k) in points}
+                for task, by_k in earlier.get("finetuned", {}).items()}
+        if kept := {task: by_k for task, by_k in kept.items() if by_k}:
+            record["finetuned"] = kept
+            record |= {key: earlier[key] for key in ("finetune_seeds", "finetune_settings") if key in earlier}
     if finetune:
         record["finetuned"] = {task.name: {} for task, _ in finetune}
         record["finetune_seeds"] = list(seeds)

@@ -154,16 +154,22 @@ def k_sweep(args: argparse.Namespace) -> int:
     finetuned = record.get("finetuned", {})
     columns = [f"{task} zero-shot" for task in record["by_task"]] + [
         f"{task} fine-tuned {metric.replace('heldout_', 'held-out ')}" for task, by_k in finetuned.items()
-        for metric in next(iter(by_k.values()))]
+        for metric in _metrics(by_k)]
     print(f"{'K':>4}{'mean zero-shot':>16}  " + "  ".join(columns) + "   (x 100)")
     for k, value in record["points"].items():
         cells = [f"{100 * v[k]:.2f}" for v in record["by_task"].values()]
-        cells += [f"{100 * score:.2f}" for by_k in finetuned.values() for score in by_k[k].values()]
+        cells += ["–" if metric not in by_k.get(k, {}) else f"{100 * by_k[k][metric]:.2f}"  # a K not fine-tuned
+                  for by_k in finetuned.values() for metric in _metrics(by_k)]
         print(f"{k:>4}{100 * value:>16.2f}  " + "  ".join(f"{c:>{len(h)}}" for c, h in zip(cells, columns)))
     gain = record.get("gain_12_over_6")
     print(f"trained at K = {record['trained_k']}; gain of K=12 over K=6: "
           + ("n/a" if gain is None else f"{100 * gain:+.2f} (x 100)"))
     return 0
+
+
+def _metrics(by_k: dict) -> list[str]:
+    """The metrics a fine-tuned K-sweep row has at any K, in order."""
+    return list(dict.fromkeys(metric for scores in by_k.values() for metric in scores))
 
 
 def mteb(args: argparse.Namespace) -> int:
@@ -213,6 +219,14 @@ def long_context(args: argparse.Namespace) -> int:
     if args.results_file:
         write_section(args.results_file, args.section, section)
     return 0
+
+
+def _chunk_size(text: str) -> int:
+    """A chunk holds [CLS], at least one text token and [SEP]."""
+    value = int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"{value}: a chunk needs room for [CLS], a token and [SEP] (3 or more)")
+    return value
 
 
 def register(verbs) -> None:
@@ -324,7 +338,7 @@ def register(verbs) -> None:
     p.add_argument("--no-references", action="store_true", help="skip TF-IDF and MiniLM")
     p.add_argument("--also-truncated", nargs="*", type=int, default=[], metavar="TOKENS",
                    help="each concept encoder again, reading only its first TOKENS tokens (does reading further help?)")
-    p.add_argument("--also-chunked", nargs="*", type=int, default=[], metavar="TOKENS",
+    p.add_argument("--also-chunked", nargs="*", type=_chunk_size, default=[], metavar="TOKENS",
                    help="each concept encoder again, reading the whole half in TOKENS-token chunks, their vectors "
                         "averaged (a model trained on short windows reads a long text as its windows)")
     p.add_argument("--static", metavar="DIR", help="a model2vec student folder (`static-student --to DIR`) as a row")

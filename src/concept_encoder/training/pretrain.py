@@ -31,6 +31,7 @@ from ..modeling import ConceptEncoderConfig, ConceptEncoderForMaskedLM
 from ..objectives import ObjectiveLoss, build_collator
 from ..objectives.teacher import WithTeacherVectors
 from ..precision import resolve_precision
+from ..reporting import bars_shown
 from ..rundir import (
     CHECKPOINTS,
     DEFAULT_OUTPUT_ROOT,
@@ -193,6 +194,7 @@ def training_arguments(experiment: ExperimentConfig, run_dir: Path, name: str) -
         activation_checkpointing=t.gradient_checkpointing,
         dataloader_pin_memory=cuda,
         logging_first_step=True,
+        disable_tqdm=not bars_shown(),  # a bar on a terminal; in logs, the loss lines say how far it got
         eval_strategy="steps",
         save_strategy="steps",
         report_to=t.report_to or "none",
