@@ -36,3 +36,24 @@ def test_the_newest_run_wins_and_hidden_folders_are_skipped(tmp_path):
     os.utime(hidden, (3_000_000_000, 3_000_000_000))
     assert newest_run(tmp_path) == new
     assert newest_run(tmp_path / "nothing") is None
+
+
+def test_a_module_edited_while_a_stage_runs_is_recorded_as_it_ran(tmp_path):
+    """Provenance used to hash the package's sources at a stage's end: a module edited during an hour-long
+    pretraining was recorded as the code that ran it, and `study --check` then said the row was up to date."""
+    import importlib
+    import sys
+
+    from concept_encoder.rundir import PACKAGE_DIR, changed_modules, mark_stage, stage_start
+
+    probe = PACKAGE_DIR / "_provenance_probe.py"
+    try:
+        probe.write_text("VALUE = 1\n")
+        importlib.import_module("concept_encoder._provenance_probe")
+        started = stage_start()  # the stage starts with VALUE = 1 loaded
+        probe.write_text("VALUE = 2  # edited while the stage ran\n")
+        mark_stage(tmp_path, "pretrain", started)
+        assert changed_modules(tmp_path) == ["_provenance_probe.py"]
+    finally:
+        probe.unlink(missing_ok=True)
+        sys.modules.pop("concept_encoder._provenance_probe", None)

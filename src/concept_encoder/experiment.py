@@ -9,7 +9,6 @@ finished task.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 
 from .analysis.analyze import analyze
@@ -30,6 +29,7 @@ from .rundir import (
     ZERO_SHOT_RESULTS,
     finished_stages,
     mark_stage,
+    stage_start,
 )
 from .training import pretrain
 
@@ -79,7 +79,7 @@ def run_experiment(
     if resume is None and experiment.training.run_name:  # a name another folder holds fails now, not after training
         registry.check_run_id(experiment.training.run_name, Path(output_root) / experiment.training.run_name)
 
-    started = time.time()
+    started = stage_start()
     run_dir = Path(resume) if resume is not None else None
     if run_dir is None or "pretrain" not in finished_stages(run_dir):
         banner("pretrain", f"resuming {run_dir}" if run_dir else f"a new run folder under {output_root}")
@@ -133,13 +133,13 @@ def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str
     ev = experiment.evaluation
     banner("analyze", str(run_dir))
     if "analyze" not in finished_stages(run_dir):
-        started = time.time()
+        started = stage_start()
         analyze(run_dir, experiment.analysis, data_path, experiment=experiment)
         mark_stage(run_dir, "analyze", started)
 
     banner("evaluate", ", ".join([*finetune_names, *(f"{t} zero-shot" for t in ev.zero_shot_tasks)]) or "nothing")
     if "evaluate" not in finished_stages(run_dir):
-        started = time.time()
+        started = stage_start()
         model = run_dir / MODEL_DIR
         if finetune_names:
             evaluate_tasks(model, [get_task(n) for n in finetune_names], data_path, run_dir / FINETUNE_RESULTS.parent,
@@ -149,7 +149,7 @@ def _later_stages(run_dir: Path, experiment, data_path, finetune_names: list[str
                             run_dir / ZERO_SHOT_RESULTS.parent, ev.pooling)
         mark_stage(run_dir, "evaluate", started)
 
-    started = time.time()
+    started = stage_start()
     banner("report", str(run_dir / "report"))
     build_report(run_dir, experiment)  # always rebuilt: cheap, and it reflects whatever is on disk now
     mark_stage(run_dir, "report", started)

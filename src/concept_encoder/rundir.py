@@ -153,6 +153,12 @@ def finished_stages(run_dir: Path) -> dict:
     return read_json(Path(run_dir) / STAGES_FILE) or {}
 
 
+def stage_start() -> float:
+    """The start of a stage: its time, and the code it starts with (`observe_code`), which `mark_stage` records."""
+    observe_code()
+    return time.time()
+
+
 def mark_stage(run_dir: Path, stage: str, started: float) -> None:
     done = finished_stages(run_dir)
     done[stage] = {"seconds": round(time.time() - started, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -205,14 +211,29 @@ def config_hash(config: dict) -> str:
     return hashlib.blake2b(json.dumps(config, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
 
 
+_SEEN_MODULES: dict[str, str] = {}  # module -> the hash of its source when this process first saw it loaded
+_STAGE_COMMIT: dict[str, str] = {}  # "commit": the code version the current stage started at
+
+
+def observe_code() -> None:
+    """Note the code a stage starts with: the commit, and the source hash of every package module loaded so far
+    (each keeps the hash of when this process first saw it). Recorded at the stage's end, so a source edited
+    while a long stage runs is not taken for the code it ran."""
+    _STAGE_COMMIT["commit"] = code_version()
+    for name, digest in module_hashes().items():
+        _SEEN_MODULES.setdefault(name, digest)
+
+
 def record_provenance(run_dir: Path, stage: str) -> None:
-    """Add a finished stage's code to the run's provenance.json: the commit, and the hash of every package module
-    it had loaded. A module keeps the hash of its first use, so a later check sees any change since then."""
+    """Add a finished stage's code to the run's provenance.json: the commit it started at, and the hash of every
+    package module it had loaded (as first seen: at a stage's start, or, for a module imported during the stage,
+    now). A module keeps the hash of its first use, so a later check sees any change since then."""
     path = Path(run_dir) / PROVENANCE_FILE
     record = read_json(path) or {"modules": {}, "stages": {}}
     for name, digest in module_hashes().items():
-        record["modules"].setdefault(name, digest)
-    record["stages"][stage] = code_version()
+        _SEEN_MODULES.setdefault(name, digest)
+        record["modules"].setdefault(name, _SEEN_MODULES[name])
+    record["stages"][stage] = _STAGE_COMMIT.pop("commit", None) or code_version()
     experiment = Path(run_dir) / EXPERIMENT_FILE
     if experiment.exists():
         record.setdefault("config_hash", config_hash(yaml.safe_load(experiment.read_text(encoding="utf-8"))))
