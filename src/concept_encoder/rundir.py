@@ -154,7 +154,9 @@ def finished_stages(run_dir: Path) -> dict:
 
 
 def stage_start() -> float:
-    """The start of a stage: its time, and the code it starts with (`observe_code`), which `mark_stage` records."""
+    """The start of a stage: its time, and the code it starts with (commit, `observe_code`), which `mark_stage`
+    records."""
+    _STAGE_COMMIT["commit"] = code_version()
     observe_code()
     return time.time()
 
@@ -171,16 +173,21 @@ def mark_stage(run_dir: Path, stage: str, started: float) -> None:
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def loaded_modules() -> list[str]:
+    """The package's modules loaded in this process, as paths inside the package."""
+    import sys
+
+    files = [Path(m.__file__) for name, m in list(sys.modules.items())
+             if name.split(".")[0] == "concept_encoder" and getattr(m, "__file__", None)]
+    return sorted({f.resolve().relative_to(PACKAGE_DIR).as_posix() for f in files
+                   if f.resolve().is_relative_to(PACKAGE_DIR)})
+
+
 def module_hashes(names: list[str] | None = None) -> dict[str, str]:
     """{path inside the package: hash of its source} for the package's modules loaded in this process (the code
     path of what ran so far), or for the given paths as they are on disk now."""
     if names is None:
-        import sys
-
-        files = [Path(m.__file__) for name, m in list(sys.modules.items())
-                 if name.split(".")[0] == "concept_encoder" and getattr(m, "__file__", None)]
-        names = sorted({f.resolve().relative_to(PACKAGE_DIR).as_posix() for f in files
-                        if f.resolve().is_relative_to(PACKAGE_DIR)})
+        names = loaded_modules()
     out = {}
     for name in names:
         path = PACKAGE_DIR / name
@@ -215,13 +222,13 @@ _SEEN_MODULES: dict[str, str] = {}  # module -> the hash of its source when this
 _STAGE_COMMIT: dict[str, str] = {}  # "commit": the code version the current stage started at
 
 
-def observe_code() -> None:
-    """Note the code a stage starts with: the commit, and the source hash of every package module loaded so far
-    (each keeps the hash of when this process first saw it). Recorded at the stage's end, so a source edited
-    while a long stage runs is not taken for the code it ran."""
-    _STAGE_COMMIT["commit"] = code_version()
-    for name, digest in module_hashes().items():
-        _SEEN_MODULES.setdefault(name, digest)
+def observe_code() -> dict[str, str]:
+    """The source hash of every package module loaded now, as this process first saw it (a module not seen before
+    is hashed now). A stage observes at its start and records at its end, so a source edited while a long stage
+    runs is not taken for the code it ran."""
+    loaded = loaded_modules()
+    _SEEN_MODULES.update(module_hashes([name for name in loaded if name not in _SEEN_MODULES]))
+    return {name: _SEEN_MODULES[name] for name in loaded}
 
 
 def record_provenance(run_dir: Path, stage: str) -> None:
@@ -230,9 +237,8 @@ def record_provenance(run_dir: Path, stage: str) -> None:
     now). A module keeps the hash of its first use, so a later check sees any change since then."""
     path = Path(run_dir) / PROVENANCE_FILE
     record = read_json(path) or {"modules": {}, "stages": {}}
-    for name, digest in module_hashes().items():
-        _SEEN_MODULES.setdefault(name, digest)
-        record["modules"].setdefault(name, _SEEN_MODULES[name])
+    for name, digest in observe_code().items():
+        record["modules"].setdefault(name, digest)
     record["stages"][stage] = _STAGE_COMMIT.pop("commit", None) or code_version()
     experiment = Path(run_dir) / EXPERIMENT_FILE
     if experiment.exists():

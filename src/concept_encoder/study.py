@@ -15,7 +15,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from .analysis.gates import SCALE_NOTE
-from .analysis.k_sweep import k_sweep, sweep_settings
+from .analysis.k_sweep import finetuned_metrics, k_sweep, sweep_settings
 from .config import ConfigError, build_section, load_experiment, read_yaml_mapping
 from .data import resolve_data_dir
 from .data.tasks import TASKS, get_task, resolve_tasks
@@ -200,7 +200,7 @@ def _long_context_settings(study: StudyConfig, output: Path) -> dict:
             "static": study.reference if study.long_context_static else None}
 
 
-def _long_context(study: StudyConfig, output: Path, data_path: Path | None) -> None:
+def _long_context(study: StudyConfig, output: Path, data_path: Path) -> None:
     """`article_halves` for the contenders beside the baselines, into OUTPUT/long_context.json (once per settings)."""
     from .evaluation.long_context import article_halves, concept_rows, contenders_for, run_halves
     from .inference.static import distill_static
@@ -208,10 +208,7 @@ def _long_context(study: StudyConfig, output: Path, data_path: Path | None) -> N
     settings = _long_context_settings(study, output)
     done = read_json(output / LONG_CONTEXT_FILE)
     if not settings["models"] or (done is not None and done.get("settings") == settings):
-        return
-    if data_path is None:
-        raise ConfigError("long_context_lengths: the long-input task reads the local data folder; set "
-                          "CONCEPT_ENCODER_DATA or --data-dir")
+        return  # (run_study refused a missing data folder before any training)
     static = (distill_static(study.reference, output / f"m2v_{Path(study.reference).name}")
               if study.long_context_static else None)
     rows = contenders_for([], static=static, baselines=tuple(study.long_context_baselines))
@@ -364,7 +361,7 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                                        *("–" if metric not in by_k.get(k, {}) else f"{by_k[k][metric] * 100:.1f}"
                                          for k in ks)]
                                       for task, by_k in sweep.get("finetuned", {}).items()
-                                      for metric in dict.fromkeys(m for scores in by_k.values() for m in scores)])]
+                                      for metric in finetuned_metrics(by_k)])]
             if sweep.get("finetuned"):
                 out += ["", f"_Fine-tuned at each K with the contender's evaluation settings, seeds "
                             f"{sweep['finetune_seeds']} (mean): the model runs K steps while it fine-tunes and "

@@ -83,6 +83,11 @@ def k_sweep(path: str | Path, ks: list[int], tasks: list[Task], data_dir: Path |
     return record
 
 
+def finetuned_metrics(by_k: dict) -> list[str]:
+    """The metrics a fine-tuned row (`finetuned[task]`: K -> scores) has at any of its Ks, in order."""
+    return list(dict.fromkeys(metric for scores in by_k.values() for metric in scores))
+
+
 def sweep_settings(finetune: list[tuple[Task, FinetuneSettings]]) -> dict:
     """{task: its settings} as k_sweep.json records them (so a study can tell a sweep made otherwise)."""
     return json.loads(json.dumps({task.name: asdict(settings) for task, settings in finetune}))

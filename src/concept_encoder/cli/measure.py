@@ -137,6 +137,7 @@ def analyze(args: argparse.Namespace) -> int:
 
 def k_sweep(args: argparse.Namespace) -> int:
     """A recursive model's zero-shot STS at several iteration counts K (the plan's Gate 3)."""
+    from ..analysis.k_sweep import finetuned_metrics
     from ..analysis.k_sweep import k_sweep as run_sweep
     from ..data import resolve_data_dir
 
@@ -154,22 +155,17 @@ def k_sweep(args: argparse.Namespace) -> int:
     finetuned = record.get("finetuned", {})
     columns = [f"{task} zero-shot" for task in record["by_task"]] + [
         f"{task} fine-tuned {metric.replace('heldout_', 'held-out ')}" for task, by_k in finetuned.items()
-        for metric in _metrics(by_k)]
+        for metric in finetuned_metrics(by_k)]
     print(f"{'K':>4}{'mean zero-shot':>16}  " + "  ".join(columns) + "   (x 100)")
     for k, value in record["points"].items():
         cells = [f"{100 * v[k]:.2f}" for v in record["by_task"].values()]
         cells += ["–" if metric not in by_k.get(k, {}) else f"{100 * by_k[k][metric]:.2f}"  # a K not fine-tuned
-                  for by_k in finetuned.values() for metric in _metrics(by_k)]
+                  for by_k in finetuned.values() for metric in finetuned_metrics(by_k)]
         print(f"{k:>4}{100 * value:>16.2f}  " + "  ".join(f"{c:>{len(h)}}" for c, h in zip(cells, columns)))
     gain = record.get("gain_12_over_6")
     print(f"trained at K = {record['trained_k']}; gain of K=12 over K=6: "
           + ("n/a" if gain is None else f"{100 * gain:+.2f} (x 100)"))
     return 0
-
-
-def _metrics(by_k: dict) -> list[str]:
-    """The metrics a fine-tuned K-sweep row has at any K, in order."""
-    return list(dict.fromkeys(metric for scores in by_k.values() for metric in scores))
 
 
 def mteb(args: argparse.Namespace) -> int:
