@@ -43,7 +43,9 @@ def test_a_contender_off_the_token_budget_is_refused_before_any_compute(tmp_path
 
 
 def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_path):
-    long_inputs = {"long_context_lengths": [128, 512], "long_context_articles": 12, "long_context_baselines": ["tfidf"]}
+    long_inputs = {"long_context_lengths": [128, 512], "long_context_articles": 12, "long_context_baselines": ["tfidf"],
+                   "reference": "sentence-transformers/all-MiniLM-L6-v2", "reference_tasks": ["sick-r"],
+                   "static_student": True}
     study = _study(tmp_path, {"mlm": _quick_contender(tmp_path)}, 40 * 16 * 64, **long_inputs)
     (tmp_path / "results.md").write_text("# Results\n\nMy conclusions stay.\n")
     assert main(["study", str(study)]) == 0
@@ -53,10 +55,32 @@ def test_study_runs_each_contender_once_and_keeps_text_around_its_tables(tmp_pat
     run_dir = contender_run(tmp_path / "runs", "mlm")
     analysis = json.loads((run_dir / "analysis" / "analysis.json").read_text())["diagnostics"]
     assert f"{analysis['effective_rank_per_sample']:.2f} (8)" in row
+    summary = json.loads((run_dir / "train_summary.json").read_text())  # the training loop apart from the stage
+    stage = json.loads((run_dir / "stages.json").read_text())["pretrain"]["seconds"]
+    assert [c.strip() for c in row.split("|")[4:6]] == [f"{stage:.0f}", f"{summary['train_runtime_s']:.0f}"]
     zero_shot = json.loads((run_dir / "evaluation" / "zero_shot" / "results.json").read_text())
     bench = next(line for line in text.splitlines() if line.startswith("| mlm | ") and "mlm | mlm" not in line)
     assert f"{zero_shot['tasks']['stsb']['summary']['spearman']['mean'] * 100:.1f}" in bench
     assert "| _TF-IDF cosine (no training)_ |" in text and "### Decision gates" in text
+
+    # zero-shot STS pooled and by late interaction, beside TF-IDF, the reference and its model2vec student; a task
+    # a row did not run is "–" (the contender ran STS-B, the reference and the student SICK-R)
+    section = text.split("### Zero-shot similarity, pooled and concept-level")[1].split("###")[0]
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in section.splitlines() if line.startswith("| ") and not line.startswith("| encoder")}
+    assert "| encoder | stsb validation (n=1,500) | stsb held-out (n=1,158) | sick-r validation (n=495) |" in section
+    stsb = zero_shot["tasks"]["stsb"]["summary"]
+    for label, metric in (("pooled cosine", "spearman"), ("late interaction over concepts", "maxsim_spearman")):
+        assert cells[f"`mlm` ({label})"] == [f"{stsb[metric]['mean'] * 100:.1f}",
+                                            f"{stsb['heldout_' + metric]['mean'] * 100:.1f}", "–", "–"]
+    assert cells["TF-IDF cosine (IDF from the task's train side)"] == ["75.6", "70.0", "61.1", "61.4"]
+    reference = json.loads((tmp_path / "runs" / "reference" / "results.json").read_text())["tasks"]["sick-r"]
+    assert cells["`sentence-transformers/all-MiniLM-L6-v2` (pooled cosine)"] == [
+        "–", "–", f"{reference['summary']['spearman']['mean'] * 100:.1f}",
+        f"{reference['summary']['heldout_spearman']['mean'] * 100:.1f}"]
+    static = cells["`m2v_all-MiniLM-L6-v2` (pooled cosine)"]
+    assert static[:2] == ["–", "–"] and 55 < float(static[2]) < 75  # the static student: 64.6 on SICK-R
+    assert (tmp_path / "runs" / "m2v_all-MiniLM-L6-v2").is_dir()  # distilled once, read by the long inputs too
     assert "_mlm fine-tunes with a learning-rate grid [0.0001, 0.001], chosen per seed on the selection part" in text
     (ft_run,) = json.loads((run_dir / "evaluation" / "finetune" / "results.json").read_text())["tasks"]["stsb"]["runs"]
     assert set(ft_run["selection_by_learning_rate"]) == {"0.0001", "0.001"}

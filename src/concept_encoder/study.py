@@ -22,6 +22,7 @@ from .data.tasks import TASKS, get_task, resolve_tasks
 from .evaluation.finetune import zero_shot_tasks
 from .evaluation.long_context import BASELINES as LONG_BASELINES
 from .evaluation.long_context import HELD_OUT_ARTICLES
+from .evaluation.zero_shot import zero_shot_table
 from .experiment import finetune_settings, run_experiment
 from .registry.collect import read_run, run_metrics
 from .registry.report import verdicts_for
@@ -30,6 +31,8 @@ from .rundir import (
     EXPERIMENT_FILE,
     MODEL_DIR,
     PROVENANCE_FILE,
+    TRAIN_SUMMARY,
+    ZERO_SHOT_RESULTS,
     changed_modules,
     code_version,
     config_hash,
@@ -56,13 +59,14 @@ class StudyConfig:
     # evaluation settings and seeds
     reference: str | None = None  # an uncompressed HF encoder: zero-shot STS beside the contenders
     reference_tasks: list[str] = field(default_factory=lambda: ["stsb", "sick-r"])
-    # long inputs: `article_halves` at these N for every contender (none: not run), beside these baselines and,
-    # with `long_context_static`, the model2vec student of `reference`; each contender also reads a long half in
-    # chunks of its training window (data.block_size), their pooled vectors averaged
+    # the model2vec student of `reference` (distilled in seconds, no training text) beside the contenders on
+    # zero-shot STS and, when measured, long inputs: the static baseline a user would pick instead
+    static_student: bool = False
+    # long inputs: `article_halves` at these N for every contender (none: not run), beside these baselines; each
+    # contender also reads a long half in chunks of its training window (data.block_size), their vectors averaged
     long_context_lengths: list[int] = field(default_factory=list)
     long_context_articles: int = 200
     long_context_baselines: list[str] = field(default_factory=lambda: ["tfidf", "bm25", "minilm-chunked"])
-    long_context_static: bool = False
 
     def check(self) -> None:
         if not self.contenders:
@@ -84,8 +88,8 @@ class StudyConfig:
             raise ValueError(f"long_context_baselines: {unknown} unknown; choose from {list(LONG_BASELINES)}")
         if any(n < 2 for n in self.long_context_lengths) or self.long_context_articles < 10:
             raise ValueError("long_context_lengths: each N >= 2; long_context_articles: >= 10")
-        if self.long_context_static and self.reference is None:
-            raise ValueError("long_context_static: needs a reference (the teacher the static student is distilled from)")
+        if self.static_student and self.reference is None:
+            raise ValueError("static_student: needs a reference (the teacher the static student is distilled from)")
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -146,10 +150,11 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
         if sweep_run and (sweep_run / MODEL_DIR).exists() and _sweep_missing(sweep_run, study, finetuning):
             k_sweep(sweep_run, study.k_sweep_ks, [get_task(t) for t in resolve_tasks(study.k_sweep_tasks)], data_path,
                     **finetuning)
-        reference = output / "reference" / "results.json"
-        if study.reference and not reference.exists():
-            zero_shot_tasks(study.reference, [get_task(t) for t in resolve_tasks(study.reference_tasks)], data_path,
-                            reference.parent)
+        tasks = [get_task(t) for t in resolve_tasks(study.reference_tasks)]
+        if study.reference and not (output / REFERENCE_RESULTS).exists():
+            zero_shot_tasks(study.reference, tasks, data_path, (output / REFERENCE_RESULTS).parent)
+        if study.static_student and not (output / STATIC_RESULTS).exists():
+            zero_shot_tasks(_static_student(study, output), tasks, data_path, (output / STATIC_RESULTS).parent)
         if study.long_context_lengths:
             write_results(study, Path(path))  # the contenders' tables land even if the long inputs fail
             _long_context(study, output, data_path)
@@ -183,6 +188,15 @@ def _sweep_finetuning(study: StudyConfig) -> dict:
 
 
 LONG_CONTEXT_FILE = "long_context.json"
+REFERENCE_RESULTS = "reference/results.json"  # the reference's zero-shot STS, under the study's output_dir
+STATIC_RESULTS = "static_student/results.json"  # its model2vec student's
+
+
+def _static_student(study: StudyConfig, output: Path) -> Path:
+    """The model2vec student of the study's reference, distilled once into OUTPUT/m2v_<reference>."""
+    from .inference.static import distill_static
+
+    return distill_static(study.reference, output / f"m2v_{Path(study.reference).name}")
 
 
 def _long_context_settings(study: StudyConfig, output: Path) -> dict:
@@ -197,20 +211,18 @@ def _long_context_settings(study: StudyConfig, output: Path) -> dict:
                             "chunk": load_experiment(run_dir / EXPERIMENT_FILE).data.block_size}
     return {"models": models, "lengths": list(study.long_context_lengths), "articles": study.long_context_articles,
             "baselines": list(study.long_context_baselines),
-            "static": study.reference if study.long_context_static else None}
+            "static": study.reference if study.static_student else None}
 
 
 def _long_context(study: StudyConfig, output: Path, data_path: Path) -> None:
     """`article_halves` for the contenders beside the baselines, into OUTPUT/long_context.json (once per settings)."""
     from .evaluation.long_context import article_halves, concept_rows, contenders_for, run_halves
-    from .inference.static import distill_static
 
     settings = _long_context_settings(study, output)
     done = read_json(output / LONG_CONTEXT_FILE)
     if not settings["models"] or (done is not None and done.get("settings") == settings):
         return  # (run_study refused a missing data folder before any training)
-    static = (distill_static(study.reference, output / f"m2v_{Path(study.reference).name}")
-              if study.long_context_static else None)
+    static = _static_student(study, output) if study.static_student else None
     rows = contenders_for([], static=static, baselines=tuple(study.long_context_baselines))
     for name, entry in settings["models"].items():
         rows += concept_rows(entry["model"], name, chunked=(entry["chunk"],))
@@ -320,8 +332,10 @@ def study_tables(study: StudyConfig, source: Path) -> str:
         seconds = _stage_seconds(run_dir)
         rank = m.get("analysis", {}).get("effective_rank_per_sample")
         verdicts = [v for v in all_verdicts if v.verdict != "not measured"]
+        loop = (read_json(run_dir / TRAIN_SUMMARY) or {}).get("train_runtime_s")
         table.append([name, experiment.objective.name, _cell(m, "pretrain", "eval_loss", 1, 3),
-                      f"{seconds.get('pretrain', 0):.0f}", f"{seconds.get('evaluate', 0):.0f}",
+                      f"{seconds.get('pretrain', 0):.0f}", "–" if loop is None else f"{loop:.0f}",
+                      f"{seconds.get('evaluate', 0):.0f}",
                       "–" if rank is None else f"{rank[0]:.2f} ({experiment.model.num_concepts})",
                       _cell(m, "analysis", "effective_rank_global", 1, 1), _cell(m, "analysis", "similarity_abs_mean", 1, 3),
                       _cell(m, "analysis", "dominance_per_sample", 1, 3), _cell(m, "analysis", "tokens_read_fraction", 1, 2),
@@ -331,15 +345,17 @@ def study_tables(study: StudyConfig, source: Path) -> str:
         record = read_json(run_dir / PROVENANCE_FILE) or {}
         commits = sorted(set((record.get("stages") or {}).values())) or ["not recorded"]
         provenance.append(f"{name} `{config_hash(experiment.to_dict())}` (commit {', '.join(commits)})")
-    out += [f"_Tables written at commit {code_version()}. Contenders' resolved-config hashes and the commits their "
+    out += [(f"_Tables written at commit {code_version()}. Contenders' resolved-config hashes and the commits their "
             f"stages ran at: {'; '.join(provenance)}. `concept-encoder study {source.as_posix()} --check` lists the "
-            "rows whose config or code changed since._", ""]
+            "rows whose config or code changed since._"), ""]
     out += ["### Pretraining and concept diagnostics", "", markdown_table(
-        ["contender", "objective", "val loss", "pretrain s", "eval s", "rank/sample (of C)", "global rank", "abs cos",
-         "dominance", "tokens read", "gates passed"], table)]
+        ["contender", "objective", "val loss", "pretrain s", "training loop s", "eval s", "rank/sample (of C)",
+         "global rank", "abs cos", "dominance", "tokens read", "gates passed"], table),
+        "", ("_pretrain s: the whole stage (tokenizer, blocks, a teacher's one pass, training, its evaluations); "
+            "training loop s: the Trainer's loop alone, what the token budget buys._")]
 
     out += ["", "### Benchmarks (× 100; dev chose the recipes, a held-out column's split chose nothing)", ""]
-    out += _benchmark_table(rows, read_json(Path(study.output_dir) / "reference" / "results.json"), study.reference)
+    out += _benchmark_table(rows, read_json(Path(study.output_dir) / REFERENCE_RESULTS), study.reference)
     grids = {name: e.evaluation.learning_rate for name, _, _, e, _ in rows if e.evaluation.learning_rate is not None}
 
     for name, rate in grids.items():  # a rate chosen differently from the settings file's is said beside the table
@@ -347,6 +363,14 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                "train split, apart from the reported held-out part"
                if isinstance(rate, list) else f"learning rate {rate:g}")
         out += ["", f"_{name} fine-tunes with {how}._"]
+
+    zero_shot = _zero_shot_results(study, rows)
+    if zero_shot:
+        how = ("_Pooled: the cosine of the two texts' mean vectors (the benchmarks above). Late interaction: each "
+               "concept of one text finds its most similar concept of the other, averaged both ways (MaxSim). "
+               "The model2vec student is distilled from the reference in seconds, with no training text._")
+        out += ["", "### Zero-shot similarity, pooled and concept-level (Spearman × 100; held-out chose nothing)", "",
+                zero_shot_table(zero_shot, digits=1), "", how]
 
     if study.k_sweep_contender:
         run_dir = contender_run(Path(study.output_dir), study.k_sweep_contender)
@@ -363,9 +387,9 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                                       for task, by_k in sweep.get("finetuned", {}).items()
                                       for metric in finetuned_metrics(by_k)])]
             if sweep.get("finetuned"):
-                out += ["", f"_Fine-tuned at each K with the contender's evaluation settings, seeds "
+                out += ["", (f"_Fine-tuned at each K with the contender's evaluation settings, seeds "
                             f"{sweep['finetune_seeds']} (mean): the model runs K steps while it fine-tunes and "
-                            "while it is scored._"]
+                            "while it is scored._")]
 
     long_inputs = read_json(Path(study.output_dir) / LONG_CONTEXT_FILE) if study.long_context_lengths else None
     if long_inputs:
@@ -386,6 +410,18 @@ def study_tables(study: StudyConfig, source: Path) -> str:
     out += ["", "### Decision gates (verdict and the value it read)", "", markdown_table(["contender", *gate_ids], table),
             "", f"_{SCALE_NOTE}_"]
     return "\n".join(out) + "\n"
+
+
+def _zero_shot_results(study: StudyConfig, rows) -> dict[str, list[dict]]:
+    """Zero-shot STS results by row name: each contender that has them, then the static student and the reference."""
+    output = Path(study.output_dir)
+    named = [(name, read_json(run_dir / ZERO_SHOT_RESULTS)) for name, run_dir, *_ in rows]
+    if not any(results for _, results in named):
+        return {}
+    if study.reference:
+        named += [(f"m2v_{Path(study.reference).name}", read_json(output / STATIC_RESULTS)),
+                  (study.reference, read_json(output / REFERENCE_RESULTS))]
+    return {name: list(results["tasks"].values()) for name, results in named if results}
 
 
 def write_results(study: StudyConfig, source: Path) -> None:
