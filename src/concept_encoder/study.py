@@ -151,9 +151,9 @@ def run_study(path: str | Path, data_dir: str | Path | None = None, only: list[s
             k_sweep(sweep_run, study.k_sweep_ks, [get_task(t) for t in resolve_tasks(study.k_sweep_tasks)], data_path,
                     **finetuning)
         tasks = [get_task(t) for t in resolve_tasks(study.reference_tasks)]
-        if study.reference and not (output / REFERENCE_RESULTS).exists():
+        if study.reference and _zero_shot_of(study, output, REFERENCE_RESULTS) is None:
             zero_shot_tasks(study.reference, tasks, data_path, (output / REFERENCE_RESULTS).parent)
-        if study.static_student and not (output / STATIC_RESULTS).exists():
+        if study.static_student and _zero_shot_of(study, output, STATIC_RESULTS) is None:
             zero_shot_tasks(_static_student(study, output), tasks, data_path, (output / STATIC_RESULTS).parent)
         if study.long_context_lengths:
             write_results(study, Path(path))  # the contenders' tables land even if the long inputs fail
@@ -192,11 +192,25 @@ REFERENCE_RESULTS = "reference/results.json"  # the reference's zero-shot STS, u
 STATIC_RESULTS = "static_student/results.json"  # its model2vec student's
 
 
+def _static_folder(study: StudyConfig, output: Path) -> Path:
+    return output / f"m2v_{Path(study.reference).name}"
+
+
 def _static_student(study: StudyConfig, output: Path) -> Path:
     """The model2vec student of the study's reference, distilled once into OUTPUT/m2v_<reference>."""
     from .inference.static import distill_static
 
-    return distill_static(study.reference, output / f"m2v_{Path(study.reference).name}")
+    return distill_static(study.reference, _static_folder(study, output))
+
+
+def _zero_shot_of(study: StudyConfig, output: Path, which: str) -> dict | None:
+    """The reference's (REFERENCE_RESULTS) or its static student's (STATIC_RESULTS) zero-shot results when they
+    were made by today's model on every one of today's reference_tasks, else None (to be made again: a stopped
+    run leaves some tasks, another reference other numbers)."""
+    results = read_json(output / which)
+    model = study.reference if which == REFERENCE_RESULTS else str(_static_folder(study, output))
+    missing = results is None or set(resolve_tasks(study.reference_tasks)) - set(results.get("tasks", {}))
+    return None if missing or results.get("model") != model else results
 
 
 def _long_context_settings(study: StudyConfig, output: Path) -> dict:
@@ -332,9 +346,11 @@ def study_tables(study: StudyConfig, source: Path) -> str:
         seconds = _stage_seconds(run_dir)
         rank = m.get("analysis", {}).get("effective_rank_per_sample")
         verdicts = [v for v in all_verdicts if v.verdict != "not measured"]
-        loop = (read_json(run_dir / TRAIN_SUMMARY) or {}).get("train_runtime_s")
+        summary = read_json(run_dir / TRAIN_SUMMARY) or {}
+        loop = summary.get("train_runtime_s")  # the Trainer's: a resumed run's last session only
+        loop = "–" if loop is None else f"{loop:.0f}" + (" (last session)" if summary.get("resumed_from") else "")
         table.append([name, experiment.objective.name, _cell(m, "pretrain", "eval_loss", 1, 3),
-                      f"{seconds.get('pretrain', 0):.0f}", "–" if loop is None else f"{loop:.0f}",
+                      f"{seconds.get('pretrain', 0):.0f}", loop,
                       f"{seconds.get('evaluate', 0):.0f}",
                       "–" if rank is None else f"{rank[0]:.2f} ({experiment.model.num_concepts})",
                       _cell(m, "analysis", "effective_rank_global", 1, 1), _cell(m, "analysis", "similarity_abs_mean", 1, 3),
@@ -355,7 +371,8 @@ def study_tables(study: StudyConfig, source: Path) -> str:
             "training loop s: the Trainer's loop alone, what the token budget buys._")]
 
     out += ["", "### Benchmarks (× 100; dev chose the recipes, a held-out column's split chose nothing)", ""]
-    out += _benchmark_table(rows, read_json(Path(study.output_dir) / REFERENCE_RESULTS), study.reference)
+    reference = _zero_shot_of(study, Path(study.output_dir), REFERENCE_RESULTS) if study.reference else None
+    out += _benchmark_table(rows, reference, study.reference)
     grids = {name: e.evaluation.learning_rate for name, _, _, e, _ in rows if e.evaluation.learning_rate is not None}
 
     for name, rate in grids.items():  # a rate chosen differently from the settings file's is said beside the table
@@ -367,8 +384,9 @@ def study_tables(study: StudyConfig, source: Path) -> str:
     zero_shot = _zero_shot_results(study, rows)
     if zero_shot:
         how = ("_Pooled: the cosine of the two texts' mean vectors (the benchmarks above). Late interaction: each "
-               "concept of one text finds its most similar concept of the other, averaged both ways (MaxSim). "
-               "The model2vec student is distilled from the reference in seconds, with no training text._")
+               "concept of one text finds its most similar concept of the other, averaged both ways (MaxSim)."
+               + (" The model2vec student is distilled from the reference in seconds, with no training text."
+                  if study.static_student else "") + "_")
         out += ["", "### Zero-shot similarity, pooled and concept-level (Spearman × 100; held-out chose nothing)", "",
                 zero_shot_table(zero_shot, digits=1), "", how]
 
@@ -418,9 +436,10 @@ def _zero_shot_results(study: StudyConfig, rows) -> dict[str, list[dict]]:
     named = [(name, read_json(run_dir / ZERO_SHOT_RESULTS)) for name, run_dir, *_ in rows]
     if not any(results for _, results in named):
         return {}
+    if study.reference and study.static_student:
+        named.append((_static_folder(study, output).name, _zero_shot_of(study, output, STATIC_RESULTS)))
     if study.reference:
-        named += [(f"m2v_{Path(study.reference).name}", read_json(output / STATIC_RESULTS)),
-                  (study.reference, read_json(output / REFERENCE_RESULTS))]
+        named.append((study.reference, _zero_shot_of(study, output, REFERENCE_RESULTS)))
     return {name: list(results["tasks"].values()) for name, results in named if results}
 
 

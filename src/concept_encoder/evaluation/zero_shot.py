@@ -28,7 +28,7 @@ from .baselines import tfidf_cosine_baseline
 from .metrics import compute_metrics
 
 __all__ = ["POOLINGS", "EncoderError", "encode", "load_encoder", "model_source", "model_tokenizer",
-           "require_similarity_tasks", "zero_shot_sts", "zero_shot_task"]
+           "require_similarity_tasks", "zero_shot_sts", "zero_shot_table", "zero_shot_task"]
 
 
 def zero_shot_sts(model, tokenizer, task: Task, examples: list[dict]) -> dict[str, float]:
@@ -100,12 +100,14 @@ def zero_shot_table(results: dict[str, list[dict]], digits: int = 2) -> str:
     held-out split, in the order the encoders first list them; a task an encoder did not run is "–". `results`
     maps an encoder's name to its `zero_shot_task` results (the same splits for every encoder)."""
     every = [r for task_results in results.values() for r in task_results]
-    columns = list(dict.fromkeys(  # (task, metric prefix, split shown, its size)
-        (r["task"], prefix, r["split"] if not prefix else "held-out", r["sizes"][prefix.rstrip("_") or "report"])
-        for r in every for prefix in ("", "heldout_") if f"{prefix}spearman" in r["summary"]))
+    sizes = {}  # (task, metric prefix, split shown) -> its size, as the first encoder that ran it says
+    for r, prefix in ((r, prefix) for r in every for prefix in ("", "heldout_") if f"{prefix}spearman" in r["summary"]):
+        sizes.setdefault((r["task"], prefix, r["split"] if not prefix else "held-out"),
+                         r["sizes"][prefix.rstrip("_") or "report"])
+    columns = list(sizes)
 
     def cells(by_task: dict[str, dict], metric: str) -> list[str]:
-        values = [by_task.get(task, {}).get(prefix + metric) for task, prefix, _, _ in columns]
+        values = [by_task.get(task, {}).get(prefix + metric) for task, prefix, _ in columns]
         return ["–" if v is None else f"{100 * (v['mean'] if isinstance(v, dict) else v):.{digits}f}" for v in values]
 
     baselines = {r["task"]: r["baselines"]["tfidf_cosine"] for r in reversed(every)}  # any encoder's: the same splits
@@ -115,7 +117,7 @@ def zero_shot_table(results: dict[str, list[dict]], digits: int = 2) -> str:
         rows.append([f"`{name}` (pooled cosine)", *cells(summaries, "spearman")])
         if any("maxsim_spearman" in summary for summary in summaries.values()):
             rows.append([f"`{name}` (late interaction over concepts)", *cells(summaries, "maxsim_spearman")])
-    header = ["encoder", *(f"{task} {split} (n={n:,})" for task, _, split, n in columns)]
+    header = ["encoder", *(f"{task} {split} (n={n:,})" for (task, _, split), n in sizes.items())]
     return markdown_table(header, rows, 1)
 
 
