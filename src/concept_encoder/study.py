@@ -31,8 +31,6 @@ from .rundir import (
     EXPERIMENT_FILE,
     MODEL_DIR,
     PROVENANCE_FILE,
-    TRAIN_SUMMARY,
-    ZERO_SHOT_RESULTS,
     changed_modules,
     code_version,
     config_hash,
@@ -346,7 +344,7 @@ def study_tables(study: StudyConfig, source: Path) -> str:
         seconds = _stage_seconds(run_dir)
         rank = m.get("analysis", {}).get("effective_rank_per_sample")
         verdicts = [v for v in all_verdicts if v.verdict != "not measured"]
-        summary = read_json(run_dir / TRAIN_SUMMARY) or {}
+        summary = read_run(run_dir).summary or {}
         loop = summary.get("train_runtime_s")  # the Trainer's: a resumed run's last session only
         loop = "–" if loop is None else f"{loop:.0f}" + (" (last session)" if summary.get("resumed_from") else "")
         table.append([name, experiment.objective.name, _cell(m, "pretrain", "eval_loss", 1, 3),
@@ -433,7 +431,7 @@ def study_tables(study: StudyConfig, source: Path) -> str:
 def _zero_shot_results(study: StudyConfig, rows) -> dict[str, list[dict]]:
     """Zero-shot STS results by row name: each contender that has them, then the static student and the reference."""
     output = Path(study.output_dir)
-    named = [(name, read_json(run_dir / ZERO_SHOT_RESULTS)) for name, run_dir, *_ in rows]
+    named = [(name, read_run(run_dir).zero_shot) for name, run_dir, *_ in rows]
     if not any(results for _, results in named):
         return {}
     if study.reference and study.static_student:
