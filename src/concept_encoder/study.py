@@ -24,7 +24,7 @@ from .evaluation.long_context import BASELINES as LONG_BASELINES
 from .evaluation.long_context import HELD_OUT_ARTICLES
 from .evaluation.zero_shot import zero_shot_table
 from .experiment import finetune_settings, run_experiment
-from .registry.collect import read_run, run_metrics
+from .registry.collect import RunFiles, read_run, run_metrics
 from .registry.report import verdicts_for
 from .reporting import markdown_table, with_section
 from .rundir import (
@@ -272,14 +272,15 @@ def _cell(metrics: dict, stage: str, key: str, scale: float = 100.0, digits: int
     return "–" if value is None else f"{value[0] * scale:.{digits}f}"
 
 
-def _contender_rows(study: StudyConfig) -> list[tuple[str, Path, dict, object, list]]:
-    """(name, run folder, metrics by stage, its experiment config, its gate verdicts) per contender that ran."""
+def _contender_rows(study: StudyConfig) -> list[tuple[str, RunFiles, dict, object, list]]:
+    """(name, its run folder's files, metrics by stage, its experiment config, its gate verdicts) per contender that
+    ran; each run folder is read once."""
     rows = []
     for name in study.contenders:
         run_dir = contender_run(Path(study.output_dir), name)
         if run_dir is not None:
             run = read_run(run_dir)
-            rows.append((name, run_dir, run_metrics(run), load_experiment(run_dir / EXPERIMENT_FILE), verdicts_for(run)))
+            rows.append((name, run, run_metrics(run), load_experiment(run_dir / EXPERIMENT_FILE), verdicts_for(run)))
     return rows
 
 
@@ -340,11 +341,11 @@ def study_tables(study: StudyConfig, source: Path) -> str:
             f"{study.token_budget:,} training tokens per contender; run folders under `{study.output_dir}/`._"), ""]
 
     table = []
-    for name, run_dir, m, experiment, all_verdicts in rows:
-        seconds = _stage_seconds(run_dir)
+    for name, run, m, experiment, all_verdicts in rows:
+        seconds = _stage_seconds(run.run_dir)
         rank = m.get("analysis", {}).get("effective_rank_per_sample")
         verdicts = [v for v in all_verdicts if v.verdict != "not measured"]
-        summary = read_run(run_dir).summary or {}
+        summary = run.summary or {}
         loop = summary.get("train_runtime_s")  # the Trainer's: a resumed run's last session only
         loop = "–" if loop is None else f"{loop:.0f}" + (" (last session)" if summary.get("resumed_from") else "")
         table.append([name, experiment.objective.name, _cell(m, "pretrain", "eval_loss", 1, 3),
@@ -355,8 +356,8 @@ def study_tables(study: StudyConfig, source: Path) -> str:
                       _cell(m, "analysis", "dominance_per_sample", 1, 3), _cell(m, "analysis", "tokens_read_fraction", 1, 2),
                       f"{sum(v.verdict == 'pass' for v in verdicts)}/{len(verdicts)}"])
     provenance = []
-    for name, run_dir, _, experiment, _ in rows:
-        record = read_json(run_dir / PROVENANCE_FILE) or {}
+    for name, run, _, experiment, _ in rows:
+        record = read_json(run.run_dir / PROVENANCE_FILE) or {}
         commits = sorted(set((record.get("stages") or {}).values())) or ["not recorded"]
         provenance.append(f"{name} `{config_hash(experiment.to_dict())}` (commit {', '.join(commits)})")
     out += [(f"_Tables written at commit {code_version()}. Contenders' resolved-config hashes and the commits their "
@@ -431,7 +432,7 @@ def study_tables(study: StudyConfig, source: Path) -> str:
 def _zero_shot_results(study: StudyConfig, rows) -> dict[str, list[dict]]:
     """Zero-shot STS results by row name: each contender that has them, then the static student and the reference."""
     output = Path(study.output_dir)
-    named = [(name, read_run(run_dir).zero_shot) for name, run_dir, *_ in rows]
+    named = [(name, run.zero_shot) for name, run, *_ in rows]
     if not any(results for _, results in named):
         return {}
     if study.reference and study.static_student:
